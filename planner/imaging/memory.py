@@ -1,0 +1,50 @@
+"""Refuse to allocate a volume that cannot fit in memory, before allocating it."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from planner.errors import InputError
+
+# A reader may need a second copy while converting (e.g. int16 -> float32), so the
+# estimate is compared against a share of the available memory, not all of it.
+USABLE_FRACTION = 0.8
+
+
+def available_memory_bytes() -> int:
+    """Bytes of memory available to this process now.
+
+    ``CRYOPLAN_MAX_MEMORY_BYTES`` overrides the system figure (tests use it to
+    simulate a small machine).
+    """
+    override = os.environ.get("CRYOPLAN_MAX_MEMORY_BYTES")
+    if override:
+        return int(float(override))
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def check_fits_in_memory(shape, dtype, source, *, copies: float = 1.0) -> int:
+    """Raise :class:`InputError` if an array of ``shape``/``dtype`` (times ``copies``)
+    would not fit in the available memory; return its size in bytes otherwise.
+
+    ``source`` names the file or folder in the message.
+    """
+    n_voxels = int(np.prod([int(n) for n in shape], dtype=np.float64))
+    needed = int(n_voxels * np.dtype(dtype).itemsize * copies)
+    available = available_memory_bytes()
+    if needed > USABLE_FRACTION * available:
+        dims = "x".join(str(int(n)) for n in shape)
+        raise InputError(
+            f"{source}: volume of {dims} voxels needs about {needed / 2**30:.1f} GiB, "
+            f"more than the {available / 2**30:.1f} GiB of memory available"
+        )
+    return needed
