@@ -121,8 +121,9 @@ class Volume:
         world = self.index_to_world(corners)
         return np.stack([world.min(axis=0), world.max(axis=0)])
 
-    def contains(self, xyz, *, margin_voxels: float = 0.0) -> np.ndarray:
-        """True where world points ``(..., 3)`` lie inside the volume (voxel-centre extent)."""
+    def contains(self, xyz, *, margin_voxels: float = 1e-6) -> np.ndarray:
+        """True where world points ``(..., 3)`` lie inside the volume (voxel-centre extent,
+        widened by ``margin_voxels`` so round-off on the last centre does not count as outside)."""
         ijk = self.world_to_index(xyz)
         upper = np.array(self.shape_xyz, dtype=float) - 1
         return np.all((ijk >= -margin_voxels) & (ijk <= upper + margin_voxels), axis=-1)

@@ -1,0 +1,104 @@
+"""The planner CLI: help everywhere, JSON output, one-line errors with exit code 2."""
+
+import gzip
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from planner.cli import main
+from planner.volume import Volume, affine_from_geometry
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    """Run the installed entry point as a user would, in a fresh process."""
+    return subprocess.run(
+        [sys.executable, "-c", "import sys; from planner.cli import main; sys.exit(main())", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize("args", [["--help"], ["info", "--help"], ["demo", "--help"]])
+def test_help_everywhere(args, capsys):
+    assert main(args) == 0
+    assert "Usage" in capsys.readouterr().out
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert "cryoplan" in capsys.readouterr().out
+
+
+def test_usage_error_exits_2(capsys):
+    assert main(["info"]) == 2
+    assert "Missing argument" in capsys.readouterr().err
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, result
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("planner: error: ")
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def test_missing_path(tmp_path):
+    missing = tmp_path / "nothing_here.nii.gz"
+    assert_one_line_error(run_cli("info", str(missing)), str(missing), "no such file")
+
+
+def test_bad_inputs_are_one_clear_line(tmp_path):
+    text_file = tmp_path / "notes.txt"
+    text_file.write_text("not an image\n")
+    empty_folder = tmp_path / "empty"
+    empty_folder.mkdir()
+    broken_nifti = tmp_path / "broken.nii.gz"
+    broken_nifti.write_bytes(gzip.compress(b"\x00" * 100))
+    for path in (text_file, empty_folder, broken_nifti):
+        assert_one_line_error(run_cli("info", str(path)), path.name)
+
+
+def test_info_json_and_text_on_a_written_volume(tmp_path):
+    from scipy.spatial.transform import Rotation
+
+    from planner.imaging.formats import write_volume
+
+    rotation = Rotation.from_euler("z", 30, degrees=True).as_matrix()
+    volume = Volume(
+        np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6) - 100,
+        affine_from_geometry([0.5, 0.75, 2.0], [10.0, -20.0, 30.0], rotation),
+        modality="CT",
+        units="HU",
+    )
+    path = tmp_path / "small.nii.gz"
+    write_volume(volume, path)
+    result = run_cli("info", str(path), "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["shape_xyz"] == [6, 5, 4]
+    np.testing.assert_allclose(info["spacing_mm"], [0.5, 0.75, 2.0], atol=1e-5)
+    np.testing.assert_allclose(info["origin_mm"], [10.0, -20.0, 30.0], atol=1e-4)
+    np.testing.assert_allclose(np.reshape(info["direction"], (3, 3)), rotation, atol=1e-5)
+    assert info["value_range"] == [-100, 19]
+
+    text = run_cli("info", str(path))
+    assert text.returncode == 0
+    assert "shape (x, y, z)" in text.stdout and "6 x 5 x 4" in text.stdout
+
+
+def test_info_on_a_demo_case():
+    result = run_cli("info", "demo:intercostal", "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["modality"] == "CT" and info["units"] == "HU"
+    assert info["value_range"][0] < -500 and info["value_range"][1] > 700
+
+
+def test_unknown_demo_case_is_an_input_error():
+    assert_one_line_error(run_cli("info", "demo:elbow"), "elbow")
