@@ -55,7 +55,12 @@ BOUNDARY_FIELDS = tuple(f.name for f in dataclasses.fields(ProbeBoundary))
 # ---------------------------------------------------------------------------- checks
 def is_number(value) -> bool:
     """True for a finite int or float (not a bool)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def check_number(problems: list[str], path: str, value, *, rule: str, unit: str = "") -> float | None:
@@ -83,8 +88,10 @@ def _show(value, limit: int = 40) -> str:
     """A short printable rendering of a JSON/TOML value for error messages."""
     if isinstance(value, bool) or value is None:
         return {True: "true", False: "false", None: "null"}[value]
-    if isinstance(value, str):
-        text = repr(value)
+    if isinstance(value, int) and not is_number(value):
+        text = "a huge integer"
+    elif isinstance(value, str):
+        text = repr(value[: limit + 2])
     elif isinstance(value, (list, tuple)):
         text = f"a list of {len(value)}"
     elif isinstance(value, Mapping):
@@ -134,6 +141,21 @@ def tissue_field_problems(values: Mapping, path: str, *, complete: bool) -> list
     return problems
 
 
+def tissue_override_problems(base: TissueProperties, overrides, path: str) -> list[str]:
+    """Problems with replacing fields of ``base`` by ``overrides``, each prefixed with ``path``.
+
+    Checks each override on its own, then the merged whole (an override may be valid
+    alone and still move the solidus above the unchanged liquidus).
+    """
+    if not isinstance(overrides, Mapping):
+        return [f"{path}: expected an object of fields to replace, got {_show(overrides)}"]
+    problems = tissue_field_problems(overrides, path, complete=False)
+    if not problems:
+        merged = {**dataclasses.asdict(base), **overrides}
+        problems = tissue_field_problems(merged, path, complete=True)
+    return problems
+
+
 def tissue_with_overrides(base: TissueProperties, overrides: Mapping, path: str) -> TissueProperties:
     """``base`` with some fields replaced, validated as a whole.
 
@@ -141,14 +163,11 @@ def tissue_with_overrides(base: TissueProperties, overrides: Mapping, path: str)
     the field when an override is unknown or the result is not physical (for instance a
     solidus moved above the unchanged liquidus).
     """
-    problems = tissue_field_problems(overrides, path, complete=False)
-    if not problems:
-        merged = {**dataclasses.asdict(base), **overrides}
-        problems = tissue_field_problems(merged, path, complete=True)
+    problems = tissue_override_problems(base, overrides, path)
     if problems:
         raise InputError("; ".join(problems))
-    replaced = dataclasses.replace(base, **{k: (float(v) if k in TISSUE_NUMBER_RULES else v) for k, v in overrides.items()})
-    return replaced
+    values = {k: (float(v) if k in TISSUE_NUMBER_RULES else v) for k, v in overrides.items()}
+    return dataclasses.replace(base, **values)
 
 
 def boundary_field_problems(values, path: str) -> list[str]:
@@ -312,8 +331,6 @@ def tissue_properties_for_labels(overrides: Mapping | None = None, *, path=None)
         if key not in tissues or key not in {t.key for t in Tissue}:
             known = ", ".join(t.key for t in Tissue if t is not Tissue.AIR)
             problems.append(f"{where}: not a tissue class (known: {known})")
-        elif not isinstance(fields, Mapping):
-            problems.append(f"{where}: expected an object of fields to replace")
     if problems:
         raise InputError("; ".join(problems))
     result: dict[int, TissueProperties] = {}
