@@ -243,6 +243,8 @@ def _check_nifti_header_size(path: Path) -> None:
     try:
         with opener(path, "rb") as stream:
             head = stream.read(540)
+    except gzip.BadGzipFile:
+        raise InputError(f"{path}: cannot read the NIfTI header: the file is not gzip-compressed despite its .gz suffix") from None
     except (OSError, EOFError) as error:
         raise InputError(f"{path}: cannot read the NIfTI header: {_one_line(error)}") from None
     if len(head) < 4:
@@ -314,7 +316,13 @@ def _read_nifti(path: Path) -> Volume:
     try:
         raw = np.asanyarray(image.dataobj.get_unscaled())
     except Exception as error:  # truncated data: OSError, EOFError, zlib.error, ValueError
-        raise InputError(f"{path}: cannot read the NIfTI pixel data: {_one_line(error)}") from None
+        short = re.search(r"Expected (\d+) bytes, got (\d+) bytes", str(error))
+        detail = (
+            f"pixel data is truncated: expected {short.group(1)} bytes, found {short.group(2)}"
+            if short
+            else _one_line(error)
+        )
+        raise InputError(f"{path}: cannot read the NIfTI pixel data: {detail}") from None
     raw = raw.reshape(shape + raw.shape[len(image.shape) :])
     notes: list[str] = []
     if raw.dtype.names:
@@ -499,6 +507,8 @@ class _VtkErrors:
         from vtkmodules.vtkCommonCore import vtkOutputWindow, vtkStringOutputWindow
 
         self.messages: list[str] = []
+        # vtkLogger also writes errors straight to stderr, past the output window.
+        self._native = _NativeOutput(fds=(2,)).__enter__()
         self._previous = vtkOutputWindow.GetInstance()
         self._window = vtkStringOutputWindow()
         vtkOutputWindow.SetInstance(self._window)
@@ -521,18 +531,23 @@ class _VtkErrors:
         if window_text:
             self.messages.append(window_text)
         vtkOutputWindow.SetInstance(self._previous)
+        self._native.__exit__(*exc_info)
 
     def summary(self) -> str:
-        """The VTK error text as one short phrase (the last 'ERROR' message's body)."""
-        bodies = []
+        """The VTK error text as one line: each distinct message body, without the
+        source locations, object addresses and pipeline-request dumps."""
+        bodies: list[str] = []
         for message in self.messages:
             for block in re.split(r"\n\s*\n", message):
                 text = " ".join(block.split())
                 text = re.sub(r"^(ERROR|Warning|Generic Warning):\s*In\s+\S+,\s*line\s*\d+\s*", "", text)
                 text = re.sub(r"^\w+\s*\(0x[0-9a-fA-F]+\):\s*", "", text)
-                if text:
+                if not text or (text.startswith("Algorithm ") and "returned failure for request" in text):
+                    continue  # the executive's dump repeats that some reader failed
+                text = re.sub(r"\s*\(0x[0-9a-fA-F]+\)", "", text)
+                if text not in bodies:
                     bodies.append(text)
-        return _one_line(bodies[-1] if bodies else "VTK gave no reason")
+        return _one_line("; ".join(bodies) or "VTK gave no reason")
 
 
 def read_vti(path) -> Volume:

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from planner.errors import InputError
-from planner.imaging.formats import units_for_modality
+from planner.imaging.formats import _one_line, units_for_modality
 from planner.imaging.memory import check_fits_in_memory
 from planner.volume import Volume
 
@@ -74,7 +74,7 @@ def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, size: int, *, so
                     break
                 filled += count
     except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
-        raise InputError(f"{source}: the archive is damaged while reading {member.name}: {error}") from None
+        raise InputError(f"{source}: the archive is damaged while reading {member.name}: {_one_line(error)}") from None
     if filled < size:
         raise InputError(f"{source}: {member.name} is truncated: {filled} bytes read, {size} expected")
     return buffer
@@ -118,13 +118,13 @@ def read_inv3(path) -> Volume:
         raise InputError(f"{path}: no such file")
     try:
         tar = tarfile.open(path, "r:*")
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
-        raise InputError(f"{path}: not an InVesalius project: not a (gzipped) tar archive ({error})") from None
+    except (tarfile.TarError, EOFError, OSError, zlib.error):
+        raise InputError(f"{path}: not an InVesalius project: not a (gzipped) tar archive") from None
     with tar:
         try:
             members = [m for m in tar.getmembers() if m.isfile()]
         except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
-            raise InputError(f"{path}: the InVesalius archive is damaged or truncated ({error})") from None
+            raise InputError(f"{path}: the InVesalius archive is damaged or truncated ({_one_line(error)})") from None
         plists = [m for m in members if posixpath.basename(m.name) == "main.plist"]
         if not plists:
             raise InputError(f"{path}: not an InVesalius project: the archive has no main.plist")
@@ -132,12 +132,13 @@ def read_inv3(path) -> Volume:
         plist_bytes = _read_member(tar, plist_member, plist_member.size, source=path)
         try:
             plist = plistlib.loads(bytes(plist_bytes))
-        except (plistlib.InvalidFileException, ValueError, TypeError) as error:
-            raise InputError(f"{path}: main.plist is not a valid property list ({error})") from None
+        except Exception as error:  # plistlib raises expat, ValueError, InvalidFileException...
+            raise InputError(f"{path}: main.plist is not a valid property list ({_one_line(error)})") from None
         if not isinstance(plist, dict):
             raise InputError(f"{path}: main.plist does not hold a dictionary")
 
         matrix = _plist_field(plist, "matrix", path)
+        spacing = _plist_field(plist, "spacing", path)
         try:
             shape = tuple(int(n) for n in matrix["shape"])
             dtype = np.dtype(str(matrix["dtype"])).newbyteorder("<")
@@ -149,7 +150,7 @@ def read_inv3(path) -> Volume:
         if dtype.kind not in "iuf":
             raise InputError(f"{path}: main.plist matrix dtype {dtype} is not a numeric type")
         try:
-            spacing = [float(s) for s in _plist_field(plist, "spacing", path)]
+            spacing = [float(s) for s in spacing]
         except (TypeError, ValueError):
             raise InputError(f"{path}: main.plist 'spacing' is not a list of numbers") from None
         if len(spacing) != 3 or not all(np.isfinite(spacing)) or min(spacing) <= 0:
