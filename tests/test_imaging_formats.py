@@ -432,3 +432,23 @@ def test_write_refusals(tmp_path):
         write_volume(cine, tmp_path / "cine.nrrd")
     with pytest.raises(InputError, match="complex"):
         write_volume(Volume(ramp().astype(np.complex64), np.eye(4)), tmp_path / "c.nrrd")
+
+
+def test_nifti2_keeps_a_float64_affine(tmp_path):
+    ras = LPS_FROM_RAS @ OBLIQUE_AFFINE
+    path = tmp_path / "two.nii"
+    nib.save(nib.Nifti2Image(ramp().transpose(2, 1, 0), ras), path)
+    volume = read_itk(path)
+    assert volume.metadata["format"] == "NIfTI-2"
+    np.testing.assert_allclose(volume.affine, OBLIQUE_AFFINE, rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(volume.array, ramp())
+
+
+def test_2d_nifti_becomes_single_slice(tmp_path):
+    plane = np.arange(12, dtype=np.float32).reshape(3, 4)  # nibabel (i, j)
+    path = tmp_path / "plane.nii"
+    nib.save(nib.Nifti1Image(plane, affine_from_geometry((0.5, 0.25, 1.0), (0, 0, 0))), path)
+    volume = read_itk(path)
+    assert volume.array.shape == (1, 4, 3)
+    assert volume.array[0, 2, 1] == plane[1, 2]
+    np.testing.assert_allclose(volume.spacing[:2], [0.5, 0.25])
