@@ -71,6 +71,9 @@ def read_volume(path, *, series_uid: str | None = None, modality: str | None = N
                 )
             volume = read_dicom_file(path)
     if modality:
-        volume.modality = modality
+        from planner.imaging.formats import units_for_modality
+
+        volume.modality = modality.upper()
+        volume.units = units_for_modality(volume.modality)
     volume.metadata.setdefault("source", str(path))
     return volume

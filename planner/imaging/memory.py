@@ -44,7 +44,15 @@ def check_fits_in_memory(shape, dtype, source, *, copies: float = 1.0) -> int:
     if needed > USABLE_FRACTION * available:
         dims = "x".join(str(int(n)) for n in shape)
         raise InputError(
-            f"{source}: volume of {dims} voxels needs about {needed / 2**30:.1f} GiB, "
-            f"more than the {available / 2**30:.1f} GiB of memory available"
+            f"{source}: volume of {dims} voxels needs about {format_bytes(needed)}, "
+            f"more than the {format_bytes(USABLE_FRACTION * available)} of memory it may use"
         )
     return needed
+
+
+def format_bytes(n_bytes: float) -> str:
+    """Human size: ``"1.5 GiB"``, ``"12.0 MiB"``, ``"512 B"``."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n_bytes >= size:
+            return f"{n_bytes / size:.1f} {unit}"
+    return f"{int(n_bytes)} B"
