@@ -33,7 +33,7 @@ def available_memory_bytes() -> int:
 
 
 def check_fits_in_memory(shape, dtype, source, *, copies: float = 1.0) -> int:
-    """Raise :class:`InputError` if an array of ``shape``/``dtype`` (times ``copies``)
+    """Raise :class:`InputError` if an array of ``shape`` ([k, j, i])/``dtype`` (times ``copies``)
     would not fit in the available memory; return its size in bytes otherwise.
 
     ``source`` names the file or folder in the message.
@@ -42,7 +42,7 @@ def check_fits_in_memory(shape, dtype, source, *, copies: float = 1.0) -> int:
     needed = int(n_voxels * np.dtype(dtype).itemsize * copies)
     available = available_memory_bytes()
     if needed > USABLE_FRACTION * available:
-        dims = "x".join(str(int(n)) for n in shape)
+        dims = "x".join(str(int(n)) for n in reversed(tuple(shape)))  # (x, y, z) as `planner info` shows it
         raise InputError(
             f"{source}: volume of {dims} voxels needs about {format_bytes(needed)}, "
             f"more than the {format_bytes(USABLE_FRACTION * available)} of memory it may use"
