@@ -283,5 +283,5 @@ def test_inv3_too_large_for_memory(tmp_path, capfd, small_memory):
         tmp_path / "big.inv3",
         {"p/main.plist": main_plist(shape), "p/matrix.dat": bytes(int(np.prod(shape)) * 2)},
     )
-    assert_clear_error(capfd, path, "10x200x300", "memory")
+    assert_clear_error(capfd, path, "300x200x10", "memory")
 
