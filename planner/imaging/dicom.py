@@ -762,9 +762,11 @@ def _luma_from_rgb(rgb: np.ndarray) -> np.ndarray:
 
 
 def _to_uint8(values: np.ndarray, bits: int) -> np.ndarray:
-    """Shift integer values of ``bits`` significant bits down to 0..255."""
+    """Map integer values of ``bits`` significant bits onto 0..255 (rounded, so that
+    full scale maps to full scale: 65535 -> 255 and 257 * v -> v)."""
     if bits > 8:
-        values = values >> (bits - 8)
+        top = (1 << bits) - 1
+        values = (values.astype(np.uint64) * 255 + top // 2) // top
     return np.clip(values, 0, 255).astype(np.uint8)
 
 
