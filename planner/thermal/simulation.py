@@ -1,0 +1,337 @@
+"""Plan-level entry: probes + protocol + tissue -> a grid, boundaries and a solve."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from planner.errors import InputError
+from planner.thermal.geometry import Cylinder, held_cell_mask, rasterise
+from planner.thermal.grid import ThermalGrid, stretched_faces
+from planner.thermal.probes import PlacedProbe
+from planner.thermal.properties import TissueProperties
+from planner.thermal.protocol import ProtocolStep, protocol_duration, validate_protocol
+from planner.thermal.result import ThermalResult
+from planner.thermal.solver import HEAT_FLUX_COLDEST, HeldBoundary, Phase, SourceBoundary, solve
+from planner.volume import Volume
+
+# Defaults for sizing the box (documented in simulate's docstring).
+MAX_BOX_MM = 160.0
+STRETCH_RATIO = 1.15
+
+
+def _orthonormal_frame(probes: Sequence[PlacedProbe]) -> np.ndarray:
+    """Columns x, y, z: z along the mean probe axis, x towards the spread of the probes."""
+    axes = np.array([p.axis for p in probes])
+    signs = np.sign(axes @ axes[0])
+    signs[signs == 0] = 1
+    z = (axes * signs[:, None]).sum(axis=0)
+    z /= np.linalg.norm(z)
+    centres = np.array([np.mean(p.active_segment(), axis=0) for p in probes])
+    spread = centres - centres.mean(axis=0)
+    spread -= np.outer(spread @ z, z)
+    if len(probes) > 1 and np.linalg.norm(spread, axis=1).max() > 1e-6:
+        x = spread[np.argmax(np.linalg.norm(spread, axis=1))]
+    else:
+        x = np.cross(z, [1.0, 0.0, 0.0] if abs(z[0]) < 0.9 else [0.0, 1.0, 0.0])
+    x = x - (x @ z) * z
+    x /= np.linalg.norm(x)
+    return np.column_stack([x, np.cross(z, x), z])
+
+
+def _coldest(probes: Sequence[PlacedProbe], protocol: Sequence[ProtocolStep], body: float) -> float:
+    coldest = body
+    for step in protocol:
+        driven = range(len(probes)) if step.probes is None else step.probes
+        for i in driven:
+            b = probes[i].boundary
+            if step.kind == "freeze":
+                if b.kind == "temperature":
+                    coldest = min(coldest, b.freeze_temperature)
+                elif b.kind == "convective":
+                    coldest = min(coldest, b.coolant_temperature)
+                else:
+                    coldest = min(coldest, -150.0)  # sizing guess for a heat-flux probe
+            else:
+                coldest = min(coldest, step.thaw_temperature)
+    return coldest
+
+
+def simulate(
+    probes: Sequence[PlacedProbe],
+    protocol: Sequence[ProtocolStep],
+    *,
+    tissue_labels: Volume | None = None,
+    tissue: int | None = None,
+    properties: Mapping[int, TissueProperties],
+    spacing_mm: float | None = None,
+    snapshot_times: Sequence[float] | None = None,
+    thresholds: Sequence[float] = (0.0, -20.0, -40.0),
+    body_temperature: float = 37.0,
+    progress: Callable[[float], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    orientation: str = "probes",
+    core_margin_mm: float | None = None,
+    outer_margin_mm: float | None = None,
+    max_box_mm: float = MAX_BOX_MM,
+    stretch_ratio: float = STRETCH_RATIO,
+    outer_boundary: str = "body",
+    fill_label: int | None = None,
+    insulated_shaft: bool = True,
+    method: str = "rkl2",
+    max_step: float | None = None,
+    dtype=np.float32,
+) -> ThermalResult:
+    """Simulate the ice ball of ``probes`` running ``protocol`` in tissue.
+
+    Parameters
+    ----------
+    probes : sequence of PlacedProbe
+        Probes in world LPS mm, any orientation.
+    protocol : sequence of ProtocolStep
+        Steps in order; ``t = 0`` is the start of the first.
+    tissue_labels : Volume, optional
+        Label map (values :class:`planner.labels.Tissue`), any orientation relative to the
+        grid; resampled nearest-neighbour at the cell centres. Cells outside it take the
+        nearest label (edge voxel) or ``fill_label`` when given. Label 0 (air) without an
+        entry in ``properties`` is treated as insulating (no heat crosses into it).
+    tissue : int, optional
+        Homogeneous tissue label when there is no label map.
+    properties : mapping int -> TissueProperties
+        Properties per label value.
+    spacing_mm : float, optional
+        Core cell size, mm. Default: a quarter of the thinnest probe diameter, clamped to
+        0.2-0.5 mm.
+    snapshot_times : sequence of float, optional
+        s; default the end of each step.
+    thresholds : sequence of float
+        degC isotherms for ``time_below`` and the volume history.
+    body_temperature : float
+        degC, initial, arterial and outer-boundary temperature.
+    progress, cancel : callable, optional
+        Fraction-done callback; ``cancel() -> True`` stops the run with
+        :class:`~planner.thermal.solver.SimulationCancelled`.
+    orientation : {"probes", "world", "volume"}
+        Grid axes: z along the mean probe axis (default; fewest cells, needles along grid
+        lines), world LPS axes, or the label volume's axes.
+    core_margin_mm : float, optional
+        Uniform fine core = the active segments' bounding box grown by this. Default: the
+        frozen diffusion length ``sqrt(alpha_f(T_min) t_freeze)`` (an upper bound on the
+        ice radius around a probe), capped at 40 mm.
+    outer_margin_mm : float, optional
+        Box = core grown by this, with cells growing by ``stretch_ratio`` outwards.
+        Default: three unfrozen diffusion lengths ``sqrt(alpha_u t_total)`` and at least
+        one perfusion length ``sqrt(k_u / (w rho_b c_b))``; the whole box is capped at
+        ``max_box_mm`` per side (noted in the result when the cap bites).
+    outer_boundary : {"body", "insulated"}
+        Box faces held at body temperature or zero-flux.
+    insulated_shaft : bool
+        Cells inside the probe outside the active segment exchange no heat (adiabatic
+        shaft); otherwise they behave as tissue.
+    method, max_step, dtype
+        Passed to :func:`planner.thermal.solver.solve`.
+
+    Notes
+    -----
+    Probe treatment: during a freeze step a ``"temperature"`` probe holds its active
+    segment's cells (centre inside the cylinder, or on its axis for a needle thinner than a
+    cell) at the plateau, approached from the segment's temperature at the step start with
+    time constant ``cooldown_time``; surface links are corrected to the true radius (see
+    :mod:`planner.thermal.geometry`). ``"heat_flux"`` removes ``Q * L`` W shared over those
+    cells by volume (by axis length for a needle); ``"convective"`` removes
+    ``h A (T_cell - T_coolant)`` with ``A`` the lateral area of the active segment, using
+    the probe cells' own temperature as the surface temperature. During a passive thaw,
+    or when a step does not drive a probe, its active cells behave as the surrounding
+    tissue (the probe's small heat capacity is neglected). Active thaw holds the active
+    segment at ``thaw_temperature``.
+    """
+    probes = list(probes)
+    if len(probes) == 0:
+        raise InputError("probes: need at least one probe")
+    for i, probe in enumerate(probes):
+        if not isinstance(probe, PlacedProbe):
+            raise InputError(f"probes[{i}]: must be a PlacedProbe, got {type(probe).__name__}")
+    validate_protocol(protocol, len(probes))
+    if not properties:
+        raise InputError("properties: need at least one tissue entry")
+    for label, props in properties.items():
+        if not isinstance(props, TissueProperties):
+            raise InputError(f"properties[{label}]: must be TissueProperties, got {type(props).__name__}")
+    if tissue_labels is None and tissue is None:
+        raise InputError("tissue: give a label volume (tissue_labels) or a homogeneous tissue label (tissue)")
+    if tissue_labels is None and tissue not in properties:
+        raise InputError(f"tissue: no properties for tissue label {tissue}")
+    if not math.isfinite(body_temperature):
+        raise InputError("body_temperature must be finite")
+    if spacing_mm is not None and not (spacing_mm > 0 and math.isfinite(spacing_mm)):
+        raise InputError(f"spacing_mm must be > 0 mm, got {spacing_mm!r}")
+    if orientation not in ("probes", "world", "volume"):
+        raise InputError(f"orientation must be 'probes', 'world' or 'volume', got {orientation!r}")
+    if orientation == "volume" and tissue_labels is None:
+        raise InputError("orientation 'volume' needs tissue_labels")
+    if tissue_labels is not None:
+        for probe in probes:
+            ends = np.array(probe.active_segment())
+            if not np.all(tissue_labels.contains(ends, margin_voxels=0.5)):
+                raise InputError(f"probe {probe.name!r}: active segment lies outside the tissue label volume")
+
+    notes: list[str] = []
+    # ---------------------------------------------------------------- sizing
+    thinnest = min(p.diameter_mm for p in probes)
+    h = spacing_mm if spacing_mm is not None else float(np.clip(thinnest / 4.0, 0.2, 0.5))
+    present = list(properties.values())
+    coldest = _coldest(probes, protocol, body_temperature)
+    alpha_f = max(float(t.frozen_conductivity_at(min(coldest, t.solidus))) / t.heat_capacity_frozen for t in present)
+    alpha_u = max(t.conductivity_unfrozen / t.heat_capacity_unfrozen for t in present)
+    t_total = protocol_duration(protocol)
+    t_freeze = sum(s.duration for s in protocol if s.kind == "freeze")
+    if core_margin_mm is None:
+        core_margin_mm = min(40.0, 1e3 * math.sqrt(alpha_f * t_freeze)) + 2 * h
+    if outer_margin_mm is None:
+        perfusion_lengths = [
+            1e3 * math.sqrt(t.conductivity_unfrozen / t.perfusion_coefficient) for t in present if t.perfusion_coefficient > 0
+        ]
+        diffusion = 3e3 * math.sqrt(alpha_u * t_total)
+        outer_margin_mm = max([diffusion] + perfusion_lengths[:1]) if perfusion_lengths else diffusion
+
+    if orientation == "probes":
+        direction = _orthonormal_frame(probes)
+    elif orientation == "volume":
+        direction = tissue_labels.direction
+        if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
+            raise InputError("tissue_labels: orientation 'volume' needs an orthogonal direction matrix")
+    else:
+        direction = np.eye(3)
+    origin = np.asarray(probes[0].tip, dtype=float)
+    segments_local = []
+    for probe in probes:
+        start, end = probe.active_segment()
+        segments_local.append((start - origin) @ direction)
+        segments_local.append((end - origin) @ direction)
+    segments_local = np.array(segments_local)
+    radius = max(p.radius_mm for p in probes)
+    lo = segments_local.min(axis=0) - radius - core_margin_mm
+    hi = segments_local.max(axis=0) + radius + core_margin_mm
+    half_cap = 0.5 * max_box_mm
+    centre = 0.5 * (lo + hi)
+    faces = []
+    for axis in range(3):
+        # Put the first probe's axis on cell centres (needles then sit on grid lines).
+        core_lo = lo[axis] - ((lo[axis] - 0.5 * h) % h) if orientation == "probes" else lo[axis]
+        outer_lo = max(core_lo - outer_margin_mm, centre[axis] - half_cap)
+        outer_hi = min(hi[axis] + outer_margin_mm, centre[axis] + half_cap)
+        if hi[axis] - core_lo > max_box_mm:
+            notes.append(f"fine core capped at {max_box_mm:g} mm along grid axis {'xyz'[axis]}")
+        c_lo = max(core_lo, centre[axis] - half_cap)
+        c_hi = min(hi[axis], centre[axis] + half_cap)
+        if outer_lo > core_lo - outer_margin_mm + 1e-9 or outer_hi < hi[axis] + outer_margin_mm - 1e-9:
+            notes.append(
+                f"box capped at {max_box_mm:g} mm along grid axis {'xyz'[axis]} "
+                f"(wanted {hi[axis] - core_lo + 2 * outer_margin_mm:.0f} mm)"
+            )
+        faces.append(stretched_faces(c_lo, c_hi, outer_lo, outer_hi, h, ratio=stretch_ratio, max_cell=8 * h))
+    grid = ThermalGrid(faces[0], faces[1], faces[2], origin, direction)
+
+    # ---------------------------------------------------------------- tissue
+    label_values = sorted(properties)
+    if tissue_labels is None:
+        labels = np.full(grid.shape, tissue, dtype=np.int64)
+    else:
+        labels = _resample_labels(tissue_labels, grid, fill_label=fill_label)
+        unknown = sorted(set(np.unique(labels).tolist()) - set(label_values) - {0})
+        if unknown:
+            raise InputError(f"properties: no entry for tissue label(s) {unknown} found around the probes")
+    insulating = (labels == 0) if 0 not in properties else np.zeros(grid.shape, dtype=bool)
+    lookup = {label: index for index, label in enumerate(label_values)}
+    tissue_index = np.zeros(grid.shape, dtype=np.uint8)
+    for label, index in lookup.items():
+        tissue_index[labels == label] = index
+
+    # ---------------------------------------------------------------- probes
+    regions, shaft = [], np.zeros(grid.shape, dtype=bool)
+    for probe in probes:
+        start, end = probe.active_segment()
+        cylinder = Cylinder(tuple(grid.world_to_local(start)), tuple(grid.world_to_local(end)), probe.radius_mm)
+        region = rasterise(grid, cylinder)
+        if region.cells.size == 0:
+            raise InputError(f"probe {probe.name!r}: active segment does not overlap the thermal grid")
+        regions.append(region)
+        for note in region.notes:
+            notes.append(f"probe {probe.name!r}: {note}")
+        if insulated_shaft:
+            tip_local = grid.world_to_local(probe.tip)
+            entry_local = grid.world_to_local(probe.entry)
+            for a, b in ((tip_local, cylinder.start), (cylinder.end, entry_local)):
+                if np.linalg.norm(np.subtract(b, a)) > 1e-6:
+                    mask, _ = held_cell_mask(grid, Cylinder(tuple(a), tuple(b), probe.radius_mm))
+                    # only cells whose centre is inside: a needle's axis line is not a wall
+                    inside = Cylinder(tuple(a), tuple(b), probe.radius_mm).inside(grid.cell_centres_local())
+                    shaft |= mask & inside
+    for region in regions:
+        shaft.reshape(-1)[region.cells] = False
+    inert = shaft | insulating
+
+    # ---------------------------------------------------------------- phases
+    phases = []
+    for step in protocol:
+        driven = range(len(probes)) if step.probes is None else step.probes
+        phase = Phase(step.duration)
+        for i in driven:
+            probe, region = probes[i], regions[i]
+            boundary = probe.boundary
+            if step.kind == "passive_thaw":
+                continue
+            if step.kind == "active_thaw":
+                phase.held.append(HeldBoundary(region, step.thaw_temperature, boundary.cooldown_time))
+            elif boundary.kind == "temperature":
+                phase.held.append(HeldBoundary(region, boundary.freeze_temperature, boundary.cooldown_time))
+            elif boundary.kind == "heat_flux":
+                power = -boundary.heat_flux_per_length * probe.active_length_mm * 1e-3
+                phase.sources.append(SourceBoundary(region, power_w=power))
+            else:
+                conductance = boundary.heat_transfer_coefficient * region.surface_area_mm2 * 1e-6
+                phase.sources.append(
+                    SourceBoundary(region, conductance_w_per_k=conductance, reference=boundary.coolant_temperature)
+                )
+        phases.append(phase)
+
+    probe_axes = np.array([np.array(p.active_segment()) for p in probes])
+    return solve(
+        grid,
+        tissue_index,
+        [properties[label] for label in label_values],
+        phases,
+        initial_temperature=body_temperature,
+        arterial_temperature=body_temperature,
+        outer_boundary=outer_boundary,
+        inert=inert if inert.any() else None,
+        snapshot_times=snapshot_times,
+        thresholds=thresholds,
+        method=method,
+        max_step=max_step,
+        dtype=dtype,
+        progress=progress,
+        cancel=cancel,
+        probe_axes=probe_axes,
+        notes=notes,
+    )
+
+
+def _resample_labels(labels: Volume, grid: ThermalGrid, *, fill_label: int | None) -> np.ndarray:
+    """Nearest-neighbour labels at the grid's cell centres; outside the volume the nearest
+    edge voxel's label, or ``fill_label`` when given."""
+    centres = grid.local_to_world(grid.cell_centres_local().reshape(-1, 3))
+    ijk = np.rint(labels.world_to_index(centres)).astype(np.int64)
+    ni, nj, nk = labels.shape_xyz
+    upper = np.array([ni - 1, nj - 1, nk - 1])
+    outside = np.any((ijk < 0) | (ijk > upper), axis=1)
+    ijk = np.clip(ijk, 0, upper)
+    values = np.asarray(labels.array)[ijk[:, 2], ijk[:, 1], ijk[:, 0]].astype(np.int64)
+    if fill_label is not None:
+        values[outside] = fill_label
+    return values.reshape(grid.shape)
+
+
+__all__ = ["simulate", "HEAT_FLUX_COLDEST"]

@@ -1,0 +1,553 @@
+"""The time loop: enthalpy state, boundary schedule, RKL2 (or forward Euler) steps, trackers.
+
+This is the lower-level entry the validation tests use directly; :func:`planner.thermal.simulate`
+builds its inputs from probes and a protocol and calls the same :func:`solve`.
+
+Time stepping never takes an unstable step silently: the forward-Euler limit
+``dt_FE = 2 / lambda_max`` is bounded from the grid and the largest diffusivity that can
+occur (cold ice, ``k_f(T_min) / C_f``), and each step of length ``dt`` uses the
+Runge-Kutta-Legendre (RKL2, Meyer, Balsara & Aslam 2014) scheme with enough stages
+``s`` that ``dt <= dt_FE (s^2 + s - 2) / 4``. If the field gets colder than the
+temperature the bound assumed, the bound is recomputed for the following steps; a
+non-finite value stops the run with :class:`ThermalSolverError`.
+"""
+
+from __future__ import annotations
+
+import math
+import time as _time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from planner.errors import InputError, PlannerError
+from planner.thermal import kernels
+from planner.thermal.geometry import Region
+from planner.thermal.grid import ThermalGrid
+from planner.thermal.properties import TissueProperties
+from planner.thermal.result import ThermalResult
+
+
+class ThermalSolverError(PlannerError):
+    """The solve failed (non-finite values): the message says when and what to try."""
+
+
+class SimulationCancelled(PlannerError):
+    """The ``cancel`` callback asked the solve to stop."""
+
+
+# Assumed coldest temperature for a heat-flux boundary, whose surface temperature is
+# not known in advance (for the stability bound only; checked during the run).
+HEAT_FLUX_COLDEST = -200.0
+
+
+@dataclass(eq=False)
+class HeldBoundary:
+    """Cells held at a temperature history during a phase.
+
+    ``T(t) = target + (start - target) exp(-t / cooldown_time)``, ``t`` from the phase
+    start; ``start`` defaults to the region's mean temperature when the phase begins.
+    """
+
+    region: Region
+    target: float
+    cooldown_time: float = 0.0
+    start_temperature: float | None = None
+
+
+@dataclass(eq=False)
+class SourceBoundary:
+    """A volumetric source over a region: ``power_w`` (W, negative extracts heat) plus a
+    conductance ``conductance_w_per_k`` (W/K) pulling towards ``reference`` degC, both
+    shared between the region's cells by its weights."""
+
+    region: Region
+    power_w: float = 0.0
+    conductance_w_per_k: float = 0.0
+    reference: float = 0.0
+
+
+@dataclass(eq=False)
+class Phase:
+    """A stretch of time with a fixed set of active boundaries (one protocol step)."""
+
+    duration: float
+    held: list[HeldBoundary] = field(default_factory=list)
+    sources: list[SourceBoundary] = field(default_factory=list)
+
+
+def rkl2_coefficients(stages: int):
+    """RKL2 coefficients ``(mu, nu, mu_tilde, gamma_tilde, c)`` for ``stages`` >= 2 (index = stage)."""
+    s = stages
+    w1 = 4.0 / (s * s + s - 2)
+    b = np.empty(s + 1)
+    b[:3] = 1.0 / 3.0
+    for j in range(2, s + 1):
+        b[j] = (j * j + j - 2) / (2.0 * j * (j + 1))
+    a = 1.0 - b
+    mu = np.zeros(s + 1)
+    nu = np.zeros(s + 1)
+    mut = np.zeros(s + 1)
+    gt = np.zeros(s + 1)
+    mut[1] = b[1] * w1
+    for j in range(2, s + 1):
+        mu[j] = (2 * j - 1) / j * b[j] / b[j - 1]
+        nu[j] = -(j - 1) / j * b[j] / b[j - 2]
+        mut[j] = mu[j] * w1
+        gt[j] = -a[j - 1] * mut[j]
+    c = np.zeros(s + 1)
+    c[1] = mut[1]
+    for j in range(2, s + 1):
+        c[j] = mu[j] * c[j - 1] + nu[j] * c[j - 2] + mut[j] + gt[j]
+    return mu, nu, mut, gt, c
+
+
+def rkl2_stages_for(dt: float, dt_fe: float) -> int:
+    """Fewest RKL2 stages stable for step ``dt`` given the forward-Euler limit ``dt_fe``."""
+    ratio = dt / dt_fe
+    s = math.ceil((-1.0 + math.sqrt(9.0 + 16.0 * ratio)) / 2.0 - 1e-12)
+    return max(2, s)
+
+
+class _Tables:
+    """Per-index property tables: free, held and inert copies of each tissue."""
+
+    def __init__(self, tissues: Sequence[TissueProperties], body_temperature: float, dtype):
+        n = len(tissues)
+        if not 1 <= n <= 85:
+            raise InputError(f"properties: need 1 to 85 tissue classes, got {n}")
+        self.n = n
+        self.tissues = list(tissues)
+        rep = lambda values: np.tile(np.asarray(values, dtype=np.float64), 3)  # noqa: E731
+        self.solidus = rep([t.solidus for t in tissues])
+        self.liquidus = rep([t.liquidus for t in tissues])
+        self.h_liquidus = rep([t.enthalpy_at_liquidus for t in tissues])
+        self.c_frozen = rep([t.heat_capacity_frozen for t in tissues])
+        self.c_unfrozen = rep([t.heat_capacity_unfrozen for t in tissues])
+        self.k_frozen = rep([t.conductivity_frozen for t in tissues])
+        self.k_unfrozen = rep([t.conductivity_unfrozen for t in tissues])
+        self.k_varies = np.tile(np.array([t.frozen_conductivity_varies for t in tissues], dtype=np.bool_), 3)
+        self.perfusion = rep([t.perfusion_coefficient for t in tissues])
+        self.metabolic = rep([t.metabolic_heat for t in tissues])
+        self.held = np.repeat(np.array([False, True, True]), n)
+        self.k_scale = np.repeat(np.array([1.0, 1.0, 0.0]), n)
+
+    def enthalpy(self, tissue_index: np.ndarray, temperature) -> np.ndarray:
+        """J/m3 for cells of (free) tissue ``tissue_index`` at ``temperature`` degC."""
+        out = np.empty(np.shape(tissue_index), dtype=np.float64)
+        temperature = np.broadcast_to(np.asarray(temperature, dtype=float), out.shape)
+        for c, tissue in enumerate(self.tissues):
+            here = tissue_index == c
+            if here.any():
+                out[here] = tissue.enthalpy(temperature[here])
+        return out
+
+    def max_rate_factors(self, coldest: float) -> tuple[float, float, float]:
+        """``k_max`` (W/m/K), ``1 / C_min`` (m3 K/J) and ``max perfusion / C_u`` (1/s) over tissues."""
+        k_max = max(max(float(t.frozen_conductivity_at(max(min(coldest, t.solidus), kernels.COLDEST_FOR_CONDUCTIVITY))),
+                        t.conductivity_unfrozen) for t in self.tissues)
+        inverse_c = max(1.0 / min(t.heat_capacity_frozen, t.heat_capacity_unfrozen) for t in self.tissues)
+        perfusion = max(t.perfusion_coefficient / t.heat_capacity_unfrozen for t in self.tissues)
+        return k_max, inverse_c, perfusion
+
+
+def _axis_coefficients(grid: ThermalGrid, axis: int):
+    """``(c_minus, c_plus, share)`` per cell along ``axis``: ``1 / (w d)`` in 1/m2 for the
+    faces below/above (0 at the box edge) and the cell's share of the distance to the next."""
+    w = grid.widths(axis) * 1e-3
+    centres = grid.centres(axis) * 1e-3
+    d = np.diff(centres)
+    c_minus = np.zeros_like(w)
+    c_plus = np.zeros_like(w)
+    c_minus[1:] = 1.0 / (w[1:] * d)
+    c_plus[:-1] = 1.0 / (w[:-1] * d)
+    share = np.full_like(w, 0.5)
+    share[:-1] = (0.5 * w[:-1]) / d
+    return c_minus, c_plus, share
+
+
+def outer_layer_mask(shape) -> np.ndarray:
+    """Boolean (nz, ny, nx) mask of the outermost cell layer of every axis longer than 2 cells."""
+    mask = np.zeros(shape, dtype=bool)
+    for axis, n in enumerate(shape):
+        if n > 2:
+            index = [slice(None)] * 3
+            index[axis] = 0
+            mask[tuple(index)] = True
+            index[axis] = n - 1
+            mask[tuple(index)] = True
+    return mask
+
+
+def solve(
+    grid: ThermalGrid,
+    tissue_index: np.ndarray,
+    tissues: Sequence[TissueProperties],
+    phases: Sequence[Phase],
+    *,
+    initial_temperature: float | np.ndarray = 37.0,
+    arterial_temperature: float = 37.0,
+    outer_boundary: str = "body",
+    outer_temperature: float | None = None,
+    inert: np.ndarray | None = None,
+    snapshot_times: Sequence[float] | None = None,
+    thresholds: Sequence[float] = (0.0, -20.0, -40.0),
+    method: str = "rkl2",
+    max_step: float | None = None,
+    dtype=np.float32,
+    progress: Callable[[float], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    probe_axes: np.ndarray | None = None,
+    notes: Sequence[str] = (),
+) -> ThermalResult:
+    """Solve the enthalpy form of Pennes' bioheat equation on ``grid`` through ``phases``.
+
+    Parameters
+    ----------
+    grid : ThermalGrid
+        Cells, (nz, ny, nx).
+    tissue_index : (nz, ny, nx) integer ndarray
+        Index into ``tissues`` per cell.
+    tissues : sequence of TissueProperties
+        Property sets, indexed by ``tissue_index``.
+    phases : sequence of Phase
+        Consecutive stretches of time and their active boundaries.
+    initial_temperature : float or (nz, ny, nx) ndarray
+        degC at ``t = 0``.
+    arterial_temperature : float
+        degC, blood temperature in the perfusion term.
+    outer_boundary : {"body", "insulated"}
+        ``"body"`` holds the outermost cell layer at ``outer_temperature`` (default
+        ``arterial_temperature``); ``"insulated"``: zero flux through the box faces.
+    inert : (nz, ny, nx) bool ndarray, optional
+        Cells that exchange no heat and are not updated (probe shafts); for display their
+        temperature follows their neighbours.
+    snapshot_times : sequence of float, optional
+        s; default the end of each phase. Steps land on them exactly.
+    thresholds : sequence of float
+        degC levels for ``time_below`` and the volume history.
+    method : {"rkl2", "euler"}
+        RKL2 super-time-stepping with steps up to ``max_step`` s, or forward Euler at 0.9 of
+        its stability limit.
+    max_step : float, optional
+        s, the largest step for ``"rkl2"``; accuracy, not stability, sets it. Default
+        ``9 h^2 / alpha_max``: cold-ice diffusion spreads about three finest cells per
+        step (larger steps let the non-smooth latent-heat release ring near the front).
+    dtype : numpy float type
+        Precision of the state arrays (float32 halves memory traffic; float64 for
+        round-off-level checks).
+    progress : callable(float), optional
+        Called with the fraction done after each step.
+    cancel : callable() -> bool, optional
+        Checked after each step; ``True`` raises :class:`SimulationCancelled`.
+
+    Returns
+    -------
+    ThermalResult
+    """
+    started = _time.perf_counter()
+    dtype = np.dtype(dtype)
+    shape = grid.shape
+    tissue_index = np.asarray(tissue_index)
+    if tissue_index.shape != shape:
+        raise InputError(f"tissue_index: shape {tissue_index.shape} does not match the grid {shape}")
+    tables = _Tables(tissues, arterial_temperature, dtype)
+    if tissue_index.size and (tissue_index.min() < 0 or tissue_index.max() >= tables.n):
+        raise InputError(f"tissue_index: values must lie in 0..{tables.n - 1}")
+    if len(phases) == 0:
+        raise InputError("protocol: needs at least one step (got none)")
+    if method not in ("rkl2", "euler"):
+        raise InputError(f"method must be 'rkl2' or 'euler', got {method!r}")
+    if max_step is None:
+        coldest_guess = min([float(np.min(initial_temperature))]
+                            + [b.target for p in phases for b in p.held]
+                            + [s.reference for p in phases for s in p.sources if s.conductance_w_per_k > 0]
+                            + [HEAT_FLUX_COLDEST for p in phases for s in p.sources if s.power_w < 0])
+        k_max, inverse_c, _ = tables.max_rate_factors(coldest_guess)
+        max_step = 9.0 * (grid.spacing * 1e-3) ** 2 / (k_max * inverse_c)
+    if not max_step > 0:
+        raise InputError(f"max_step must be > 0 s, got {max_step}")
+    if outer_boundary not in ("body", "insulated"):
+        raise InputError(f"outer_boundary must be 'body' or 'insulated', got {outer_boundary!r}")
+    total_time = float(sum(p.duration for p in phases))
+    phase_ends = np.cumsum([p.duration for p in phases])
+    if snapshot_times is None:
+        snapshot_times = phase_ends.copy()
+    snapshot_times = np.asarray(sorted(set(float(t) for t in snapshot_times)), dtype=float)
+    if snapshot_times.size == 0 or snapshot_times[0] < 0 or snapshot_times[-1] > total_time * (1 + 1e-12):
+        raise InputError(f"snapshot_times must lie within 0..{total_time:g} s")
+    thresholds = np.asarray(sorted(thresholds, reverse=True), dtype=np.float64)
+
+    # ---------------------------------------------------------------- state
+    base_index = tissue_index.astype(np.uint8)
+    initial = np.broadcast_to(np.asarray(initial_temperature, dtype=float), shape)
+    H = tables.enthalpy(base_index, initial).astype(dtype)
+    static_index = base_index.copy()
+    if outer_boundary == "body":
+        outer = outer_layer_mask(shape)
+        outer_t = arterial_temperature if outer_temperature is None else outer_temperature
+        H[outer] = tables.enthalpy(base_index[outer], outer_t).astype(dtype)
+        static_index[outer] += tables.n
+    inert_cells = np.zeros(0, dtype=np.int64)
+    inert_neighbours = np.zeros((0, 6), dtype=np.int64)
+    if inert is not None and np.any(inert):
+        inert = np.asarray(inert, dtype=bool)
+        static_index[inert] = base_index[inert] + 2 * tables.n
+        inert_cells = np.flatnonzero(inert)
+        inert_neighbours = _free_neighbours(inert, inert_cells)
+    T = np.empty(shape, dtype=dtype)
+    K = np.empty(shape, dtype=dtype)
+    L0 = np.empty(shape, dtype=dtype)
+    A = np.empty(shape, dtype=dtype)
+    B = np.empty(shape, dtype=dtype)
+
+    axis_coefficients = [_axis_coefficients(grid, a) for a in range(3)]
+    (cxm, cxp, ax), (cym, cyp, ay), (czm, czp, az) = [[np.asarray(v, dtype=np.float64) for v in c] for c in axis_coefficients]
+    wx, wy, wz = (grid.widths(a) for a in range(3))
+    axis_sum = sum(float(np.max(c[0] + c[1])) for c in axis_coefficients)
+
+    def update_tk(state):
+        kernels.temperature_conductivity(state, index_now, tables.solidus, tables.liquidus, tables.h_liquidus,
+                                         tables.c_frozen, tables.c_unfrozen, tables.k_frozen, tables.k_unfrozen,
+                                         tables.k_varies, tables.k_scale, T, K)
+
+    # ---------------------------------------------------------------- trackers
+    min_temperature = np.full(shape, np.inf, dtype=np.float32)
+    time_below = np.zeros((thresholds.size,) + shape, dtype=np.float32)
+    volumes = np.zeros(thresholds.size)
+    history_t, history_v = [], []
+    snapshots = np.empty((snapshot_times.size,) + shape, dtype=np.float32)
+    next_snapshot = 0
+
+    index_now = static_index
+    update_tk(H)
+    T_report = T
+    if inert_cells.size:
+        kernels.fill_inert(T.reshape(-1), inert_cells, inert_neighbours)
+    kernels.track(T, wx, wy, wz, thresholds, 0.0, min_temperature, time_below, volumes)
+    history_t.append(0.0)
+    history_v.append(volumes * 1e-3)
+    while next_snapshot < snapshot_times.size and snapshot_times[next_snapshot] <= 0.0:
+        snapshots[next_snapshot] = T_report
+        next_snapshot += 1
+
+    coldest_initial = float(min(np.min(initial), arterial_temperature))
+    n_steps = 0
+    max_dt = 0.0
+    max_stages = 0
+    t_now = 0.0
+    run_notes = list(notes)
+    for phase_number, phase in enumerate(phases):
+        t_phase0 = t_now
+        t_phase1 = float(phase_ends[phase_number])
+        # -------- boundaries of this phase
+        index_now = static_index.copy()
+        flat_index = index_now.reshape(-1)
+        held_cells, held_tissue, held_specs = [], [], []
+        for boundary in phase.held:
+            cells = boundary.region.cells
+            free = flat_index[cells] < 2 * tables.n  # a boundary overrides the outer layer, never an inert cell
+            cells = cells[free]
+            start = boundary.start_temperature
+            if start is None:
+                start = float(np.mean(T.reshape(-1)[cells])) if cells.size else boundary.target
+            held_cells.append(cells)
+            held_tissue.append(base_index.reshape(-1)[cells])
+            held_specs.append((boundary.target, boundary.cooldown_time, start, cells.size))
+            flat_index[cells] = base_index.reshape(-1)[cells] + tables.n
+        held_cells = np.concatenate(held_cells) if held_cells else np.zeros(0, np.int64)
+        held_tissue = np.concatenate(held_tissue) if held_tissue else np.zeros(0, np.uint8)
+        link_parts = [b.region for b in phase.held]
+        link_tissue = np.concatenate([r.link_tissue for r in link_parts]) if link_parts else np.zeros(0, np.int64)
+        link_held = np.concatenate([r.link_held for r in link_parts]) if link_parts else np.zeros(0, np.int64)
+        link_coef = np.concatenate([r.link_coefficient for r in link_parts]) if link_parts else np.zeros(0)
+        link_extra = np.concatenate([r.link_scale for r in link_parts]) - 1.0 if link_parts else np.zeros(0)
+        keep = flat_index[link_tissue] < tables.n if link_tissue.size else np.zeros(0, bool)
+        link_tissue, link_held, link_coef, link_extra = link_tissue[keep], link_held[keep], link_coef[keep], link_extra[keep]
+        cell_volumes_m3 = None
+        src_cells, src_q, src_g, src_ref = [], [], [], []
+        for source in phase.sources:
+            region = source.region
+            if cell_volumes_m3 is None:
+                cell_volumes_m3 = grid.cell_volumes().reshape(-1) * 1e-9
+            volume = cell_volumes_m3[region.cells]
+            src_cells.append(region.cells)
+            src_q.append(source.power_w * region.weights / volume)
+            src_g.append(source.conductance_w_per_k * region.weights / volume)
+            src_ref.append(np.full(region.cells.size, float(source.reference)))
+        src_reference = np.concatenate(src_ref) if src_ref else np.zeros(0)
+        src_cells = np.concatenate(src_cells) if src_cells else np.zeros(0, np.int64)
+        src_q = np.concatenate(src_q) if src_q else np.zeros(0)
+        src_g = np.concatenate(src_g) if src_g else np.zeros(0)
+
+        # -------- stability bound for this phase
+        coldest = min([coldest_initial] + [spec[0] for spec in held_specs] + [spec[2] for spec in held_specs])
+        if any(s.power_w < 0 for s in phase.sources):
+            coldest = min(coldest, HEAT_FLUX_COLDEST)
+        for source in phase.sources:
+            if source.conductance_w_per_k > 0:
+                coldest = min(coldest, source.reference)
+        coldest = min(coldest, float(np.min(T)))
+
+        def forward_euler_limit(coldest_now):
+            k_max, inverse_c, perfusion = tables.max_rate_factors(coldest_now)
+            extra = 0.0
+            if link_tissue.size:
+                per_cell = np.zeros(grid.size)
+                np.add.at(per_cell, link_tissue, link_coef * np.maximum(link_extra, 0.0))
+                extra = float(per_cell.max())
+            sink = float((src_g / np.min(tables.c_frozen[: tables.n])).max()) if src_g.size else 0.0
+            lam = 2.0 * k_max * inverse_c * (axis_sum + extra) + perfusion + sink
+            return 2.0 / (1.05 * lam)
+
+        dt_fe = forward_euler_limit(coldest)
+        assumed_coldest = coldest
+
+        # -------- steps of this phase, landing on snapshot times
+        marks = [t for t in snapshot_times if t_phase0 < t < t_phase1] + [t_phase1]
+        held_values = np.empty(held_cells.size, dtype=dtype)
+
+        def set_held(t_abs):
+            if not held_cells.size:
+                return
+            start = 0
+            for target, tau, t_start, count in held_specs:
+                elapsed = t_abs - t_phase0
+                value = target if tau <= 0 else target + (t_start - target) * math.exp(-elapsed / tau)
+                held_values[start:start + count] = tables.enthalpy(held_tissue[start:start + count], value)
+                start += count
+
+        set_held(t_now)
+        kernels.set_cells(H.reshape(-1), held_cells, held_values)
+        update_tk(H)
+        for mark in marks:
+            while t_now < mark - 1e-9 * max(1.0, mark):
+                remaining = mark - t_now
+                if method == "euler":
+                    limit = 0.9 * dt_fe
+                    dt = remaining / math.ceil(remaining / min(limit, max_step) - 1e-9) if remaining > limit else remaining
+                    stages = 1
+                else:
+                    # A boundary switched on at the phase start makes a steep transient: let the
+                    # steps grow geometrically from max_step / 32 to max_step over the first ones.
+                    target = min(max_step, max(max_step / 32.0, 0.5 * (t_now - t_phase0)))
+                    n_left = math.ceil(remaining / target - 1e-9)
+                    dt = remaining / n_left
+                    stages = rkl2_stages_for(dt, dt_fe)
+                H = _take_step(H, T, K, L0, A, B, dt, stages, t_now, index_now, tables, held_cells, held_values,
+                               set_held, link_tissue, link_held, link_coef, link_extra, src_cells, src_q, src_g,
+                               src_reference, arterial_temperature, (cxm, cxp, ax, cym, cyp, ay, czm, czp, az),
+                               update_tk)
+                t_now = mark if abs(t_now + dt - mark) < 1e-9 * max(1.0, mark) else t_now + dt
+                n_steps += 1
+                max_dt = max(max_dt, dt)
+                max_stages = max(max_stages, stages)
+                lo, hi, finite = kernels.min_max_finite(T)
+                if not finite:
+                    raise ThermalSolverError(
+                        f"thermal solve produced non-finite temperatures at t = {t_now:.3g} s "
+                        f"(step {n_steps}, dt {dt:.3g} s, {stages} stages); try a smaller max_step or a coarser grid"
+                    )
+                if lo < assumed_coldest - 0.5 and any(t.frozen_conductivity_varies for t in tables.tissues):
+                    assumed_coldest = lo - 20.0
+                    dt_fe = forward_euler_limit(assumed_coldest)
+                    run_notes.append(f"stability bound recomputed at t = {t_now:.3g} s for {assumed_coldest:.0f} degC")
+                if inert_cells.size:
+                    kernels.fill_inert(T.reshape(-1), inert_cells, inert_neighbours)
+                kernels.track(T, wx, wy, wz, thresholds, dt, min_temperature, time_below, volumes)
+                history_t.append(t_now)
+                history_v.append(volumes * 1e-3)
+                while next_snapshot < snapshot_times.size and snapshot_times[next_snapshot] <= t_now + 1e-9 * max(1.0, t_now):
+                    snapshots[next_snapshot] = T
+                    next_snapshot += 1
+                if progress is not None:
+                    progress(min(1.0, t_now / total_time))
+                if cancel is not None and cancel():
+                    raise SimulationCancelled(f"simulation cancelled at t = {t_now:.3g} s of {total_time:.3g} s")
+        t_now = t_phase1
+
+    history_v = np.array(history_v)
+    scheme = "forward Euler" if method == "euler" else f"RKL2 super-time-stepping (up to {max_stages} stages)"
+    return ThermalResult(
+        grid=grid,
+        snapshot_times=snapshot_times,
+        temperatures=snapshots,
+        min_temperature=min_temperature,
+        time_below={float(level): time_below[m] for m, level in enumerate(thresholds)},
+        history={
+            "time": np.array(history_t),
+            "volume_ml": {float(level): history_v[:, m] for m, level in enumerate(thresholds)},
+        },
+        run_time_s=_time.perf_counter() - started,
+        steps=n_steps,
+        dt=max_dt,
+        method=f"enthalpy finite volume, 7-point stencil, {scheme}, {dtype.name}",
+        probe_axes=np.zeros((0, 2, 3)) if probe_axes is None else np.asarray(probe_axes, dtype=float),
+        stages=max_stages,
+        notes=run_notes,
+    )
+
+
+def _free_neighbours(inert: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """(n, 6) flat indices of the non-inert face neighbours of ``cells`` (-1 where none)."""
+    shape = inert.shape
+    k, j, i = np.unravel_index(cells, shape)
+    out = np.full((cells.size, 6), -1, dtype=np.int64)
+    column = 0
+    for axis in range(3):
+        for sign in (-1, 1):
+            idx = [k.copy(), j.copy(), i.copy()]
+            idx[2 - axis] += sign
+            ok = (idx[2 - axis] >= 0) & (idx[2 - axis] < shape[2 - axis])
+            flat = np.full(cells.size, -1, dtype=np.int64)
+            flat[ok] = np.ravel_multi_index((idx[0][ok], idx[1][ok], idx[2][ok]), shape)
+            flat[ok] = np.where(inert.reshape(-1)[flat[ok]], -1, flat[ok])
+            out[:, column] = flat
+            column += 1
+    return out
+
+
+def _take_step(H, T, K, L0, A, B, dt, stages, t_now, index_now, tables, held_cells, held_values, set_held,
+               link_tissue, link_held, link_coef, link_extra, src_cells, src_q, src_g, src_reference,
+               arterial, coefficients, update_tk):
+    """Advance ``H`` by ``dt`` with ``stages`` RKL2 stages (1: forward Euler). ``T``/``K`` hold the
+    temperature and conductivity of the state on entry and on return. Returns the new state array."""
+    cxm, cxp, ax, cym, cyp, ay, czm, czp, az = coefficients
+    T_flat, K_flat = T.reshape(-1), K.reshape(-1)
+
+    def evaluate(Y1, Y2, out, mode, mu, nu, mut_dt, gt_dt):
+        kernels.stage(T, K, index_now, tables.held, tables.h_liquidus, tables.perfusion, tables.metabolic, arterial,
+                      cxm, cxp, ax, cym, cyp, ay, czm, czp, az, Y1, Y2, H, L0, out, mode, mu, nu, mut_dt, gt_dt)
+        factor = 1.0 if mode == 0 else mut_dt
+        out_flat = out.reshape(-1)
+        if link_tissue.size:
+            kernels.add_links(T_flat, K_flat, link_tissue, link_held, link_coef, link_extra, factor, out_flat)
+        if src_cells.size:
+            kernels.add_sources(T_flat, src_cells, src_q, src_g, src_reference, factor, out_flat)
+
+    if stages == 1:
+        evaluate(H, H, A, 1, 0.0, 0.0, dt, 0.0)
+        set_held(t_now + dt)
+        kernels.set_cells(A.reshape(-1), held_cells, held_values)
+        update_tk(A)
+        H[...] = A
+        return H
+    mu, nu, mut, gt, c = rkl2_coefficients(stages)
+    evaluate(H, H, L0, 0, 0.0, 0.0, 0.0, 0.0)  # L0 = L(Y0)
+    # Y1 = Y0 + mut1 dt L0 (written as a mode-2 stage with mu = 1, nu = 0, gt = 0 would need L again)
+    np.multiply(L0, mut[1] * dt, out=A)
+    A += H
+    set_held(t_now + c[1] * dt)
+    kernels.set_cells(A.reshape(-1), held_cells, held_values)
+    previous, before = A, H
+    for j in range(2, stages + 1):
+        update_tk(previous)
+        out = B if before is H else before
+        evaluate(previous, before, out, 2, mu[j], nu[j], mut[j] * dt, gt[j] * dt)
+        set_held(t_now + c[j] * dt)
+        kernels.set_cells(out.reshape(-1), held_cells, held_values)
+        before, previous = previous, out
+    update_tk(previous)
+    H[...] = previous
+    return H
