@@ -225,6 +225,22 @@ def _text(dataset, keyword: str) -> str:
     return "" if value is None else str(value).strip()
 
 
+def _quiet_dcmread(source, *, stop_before_pixels: bool = False, on_truncation: bool = False):
+    """``pydicom.dcmread(..., force=True)`` without its warnings reaching the user.
+
+    With ``on_truncation``, pydicom's "end of file reached before delimiter" warning (an
+    encapsulated pixel data stream cut short) becomes an :class:`InputError`.
+    """
+    import pydicom
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dataset = pydicom.dcmread(source, stop_before_pixels=stop_before_pixels, force=True)
+    if on_truncation and any("End of file reached" in str(w.message) for w in caught):
+        raise InputError(f"{source}: pixel data truncated (the file ends inside the compressed data)")
+    return dataset
+
+
 def _looks_like_dataset_start(head: bytes) -> bool:
     """True when a file without preamble starts like a DICOM data set (group 2 or 8)."""
     if len(head) < 8:
@@ -249,10 +265,8 @@ def is_dicom_file(path) -> bool:
                 return True
             if not _looks_like_dataset_start(head):
                 return False
-            import pydicom
-
             stream.seek(0)
-            dataset = pydicom.dcmread(stream, stop_before_pixels=True, force=True)
+            dataset = _quiet_dcmread(stream, stop_before_pixels=True)
             return any(
                 keyword in dataset
                 for keyword in ("SOPClassUID", "SOPInstanceUID", "Modality", "Rows")
@@ -293,8 +307,6 @@ def _read_header(path: Path) -> _FileHeader:
     Raises ``_NotDicom`` for files that are not DICOM and :class:`InputError` for DICOM
     files whose header cannot be parsed.
     """
-    import pydicom
-
     try:
         stream = open(path, "rb")
     except OSError as error:
@@ -306,7 +318,7 @@ def _read_header(path: Path) -> _FileHeader:
             raise _NotDicom(str(path))
         stream.seek(0)
         try:
-            dataset = pydicom.dcmread(stream, stop_before_pixels=True, force=True)
+            dataset = _quiet_dcmread(stream, stop_before_pixels=True)
         except Exception as error:
             if not has_preamble:
                 raise _NotDicom(str(path)) from error
@@ -338,7 +350,7 @@ def _read_header(path: Path) -> _FileHeader:
             # File offsets mean nothing inside a deflated stream: ask pydicom instead.
             stream.seek(0)
             try:
-                has_pixels = "PixelData" in pydicom.dcmread(stream, force=True)
+                has_pixels = "PixelData" in _quiet_dcmread(stream)
             except Exception as error:
                 raise InputError(f"{path}: corrupt deflated DICOM ({error})") from error
             tag, value_offset, value_length = ((0x7FE0, 0x0010) if has_pixels else None), 0, 0
@@ -646,10 +658,9 @@ def _decode_with_gdcm(path: Path) -> tuple[np.ndarray, str]:
     Returns ``(frames, photometric)``: ``(n, rows, cols)`` stored values for grey data,
     ``(n, rows, cols, 3)`` RGB for colour (GDCM converts YBR and palettes to RGB).
     """
-    import pydicom
     import SimpleITK as sitk
 
-    dataset = pydicom.dcmread(path, force=True)
+    dataset = _quiet_dcmread(path)
     _strip_rescale(dataset)
     with tempfile.TemporaryDirectory(prefix="cryoplan-dicom-") as scratch:
         copy = Path(scratch) / "frame.dcm"
@@ -730,10 +741,10 @@ class _PixelSource:
         from pydicom.pixels import get_decoder
 
         if self._dataset is None:
-            import pydicom
-
             try:
-                self._dataset = pydicom.dcmread(h.path, force=True)
+                self._dataset = _quiet_dcmread(h.path, on_truncation=True)
+            except InputError:
+                raise
             except Exception as error:
                 raise InputError(f"{h.path}: cannot read pixel data ({error})") from error
         try:
@@ -742,6 +753,14 @@ class _PixelSource:
             )
         except Exception as error:
             message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            if h.transfer_syntax in GDCM_DECODABLE and _gdcm_available():
+                # A plugin that exists but fails on this stream: GDCM may still read it.
+                try:
+                    self._gdcm_frames, self._gdcm_photometric = _decode_with_gdcm(h.path)
+                except InputError:
+                    pass
+                else:
+                    return self.decode(frame_index)
             raise InputError(f"{h.path}: pixel data could not be decoded ({message})") from error
         photometric = str(meta.get("photometric_interpretation", h.photometric)).upper()
         if frame.ndim == 2:
@@ -952,6 +971,8 @@ def _output_dtype(slices: list[_Slice]) -> tuple[np.dtype, bool]:
     fit (guaranteed by BitsStored, or checked per slice), else float32.
     """
     header = slices[0].source.header
+    if header.samples_per_pixel > 1 or header.photometric == "PALETTE COLOR":
+        return np.dtype(np.uint8), False  # colour is shown as 8-bit grey
     stored = _stored_dtype(header)
     slopes = np.array([s.slope for s in slices])
     intercepts = np.array([s.intercept for s in slices])
