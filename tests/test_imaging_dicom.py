@@ -468,12 +468,18 @@ def test_classic_ct_slice():
     ["MR_small_bigendian.dcm", "MR_small_implicit.dcm", "MR_small_RLE.dcm",
      "MR_small_jp2klossless.dcm", "MR_small_jpeg_ls_lossless.dcm"],
 )
-def test_mr_encodings_agree(name):
+def test_mr_encodings_agree(name, capfd):
     """Big endian, implicit VR, RLE, JPEG 2000 (pydicom) and JPEG-LS (GDCM fallback)."""
     reference = read_volume(pydicom_file("MR_small.dcm"))
     volume = read_volume(pydicom_file(name))
     np.testing.assert_array_equal(volume.array, reference.array)
     np.testing.assert_allclose(volume.affine, reference.affine)
+    printed = capfd.readouterr()
+    assert printed.out == "" and printed.err == ""  # GDCM kept quiet
+
+
+def test_truncated_compressed_file_is_an_error():
+    one_line_error(pydicom_file("emri_small_jpeg_2k_lossless_too_short.dcm"), "truncated")
 
 
 def test_enhanced_ct_per_frame_positions():
