@@ -789,9 +789,25 @@ def plan_to_dict(plan: Plan) -> dict:
     }
 
 
+def format_json(value, level: int = 0) -> str:
+    """JSON text with 2-space indents, lists of plain values (points, times) on one line.
+
+    Strict JSON (no NaN or infinity: ``ValueError``), non-ASCII text kept as is.
+    """
+    pad, inner = "  " * level, "  " * (level + 1)
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        items = [f"{inner}{json.dumps(k, ensure_ascii=False)}: {format_json(v, level + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value):
+        return "[\n" + ",\n".join(inner + format_json(v, level + 1) for v in value) + "\n" + pad + "]"
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(", ", ": "))
+
+
 def plan_to_json(plan: Plan) -> str:
-    """The plan as the JSON text :func:`save_plan` writes (UTF-8, 2-space indent)."""
-    return json.dumps(plan_to_dict(plan), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    """The plan as the JSON text :func:`save_plan` writes (UTF-8, 2-space indent, points on one line)."""
+    return format_json(plan_to_dict(plan)) + "\n"
 
 
 def plan_sha256(plan: Plan) -> str:
@@ -811,7 +827,7 @@ def save_plan(plan: Plan, path) -> Path:
     path = Path(path)
     data = plan_to_dict(plan)
     plan_from_dict(data, source=str(path))  # refuse to write what would not load
-    text = json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    text = format_json(data) + "\n"
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise InputError(f"{path}: folder {folder} does not exist")
