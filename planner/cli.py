@@ -67,6 +67,7 @@ def volume_info(volume) -> dict:
         "shape_xyz": list(volume.shape_xyz),
         "spacing_mm": [round(float(s), 6) for s in volume.spacing],
         "origin_mm": [round(float(o), 4) for o in volume.origin],
+        # row-major, as ITK's GetDirection(): the columns are the i, j, k axes in LPS
         "direction": [round(float(d), 6) for d in volume.direction.ravel()],
         "value_range": [low, high],
         "units": volume.units,
@@ -102,8 +103,10 @@ def _format_info(info: dict) -> str:
         row("shape (x, y, z)", " x ".join(str(n) for n in info["shape_xyz"]))
     row("spacing (mm)", ", ".join(f"{s:g}" for s in info["spacing_mm"]))
     row("origin (mm, LPS)", ", ".join(f"{o:g}" for o in info["origin_mm"]))
-    d = info["direction"]
-    row("direction", "  ".join(", ".join(f"{v:.4g}" for v in d[c : c + 3]) for c in (0, 3, 6)))
+    # "direction" is the 3x3 matrix row by row (ITK's order); its columns are the i, j, k axes.
+    axes = np.reshape(info["direction"], (3, 3)).T
+    row("direction", "  ".join(f"{name}=({', '.join(f'{v:.4g}' for v in axis)})"
+                                for name, axis in zip("ijk", axes)))
     low, high = info["value_range"]
     row("value range", f"{low:g} .. {high:g} {info['units']}".rstrip())
     for key, label in (
