@@ -397,7 +397,13 @@ def _parse_volume(r: _Reader, value) -> VolumeFile | DemoVolume | None:
     if isinstance(value, dict) and "demo" in value:
         data = r.obj(value, "volume", required=("demo",))
         name = r.text(data["demo"], "volume.demo", non_empty=True)
-        return DemoVolume(name) if name is not None else None
+        if name is None:
+            return None
+        known = _demo_names()
+        if known is not None and name not in known:
+            r.problem("volume.demo", f"unknown demo case {name!r} (known: {', '.join(known)})")
+            return None
+        return DemoVolume(name)
     data = r.obj(value, "volume", required=("path", "sha256"), optional=("series_uid",))
     if data is None:
         return None
@@ -409,6 +415,15 @@ def _parse_volume(r: _Reader, value) -> VolumeFile | DemoVolume | None:
     if path is None or digest is None:
         return None
     return VolumeFile(path, digest, series_uid)
+
+
+def _demo_names() -> list[str] | None:
+    """Names of the built-in demo cases, or None where the demo package is not installed."""
+    try:
+        from planner.demo import list_demo_cases
+    except ImportError:
+        return None
+    return list_demo_cases()
 
 
 def _parse_sha256(r: _Reader, value, path: str) -> str | None:

@@ -201,6 +201,12 @@ def test_each_problem_is_reported_with_its_json_path(base, edit, expected):
     assert any(expected in p for p in problems), problems
 
 
+def test_unknown_demo_case_is_reported(base):
+    pytest.importorskip("planner.demo")
+    base["volume"] = {"demo": "knee"}
+    assert "volume.demo: unknown demo case 'knee' (known: intercostal, lfcn, morton)" in problems_of(base)
+
+
 def test_every_problem_is_reported_at_once_in_one_line(base):
     base["probes"][1]["tip"] = [1, 2]
     base["protocol"][1]["duration_s"] = 0

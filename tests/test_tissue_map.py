@@ -121,3 +121,29 @@ def test_too_large_for_memory_is_refused_before_allocating(monkeypatch):
     monkeypatch.setenv("CRYOPLAN_MAX_MEMORY_BYTES", "100000")
     with pytest.raises(InputError, match="phantom"):
         tissue_from_ct(make_phantom())
+
+
+@pytest.mark.realdata
+def test_real_head_ct_gives_a_plausible_tissue_map():
+    from realdata import invesalius_ct_path
+    from scipy import ndimage
+
+    from planner.imaging import read_volume
+
+    ct = read_volume(invesalius_ct_path())
+    labels = tissue_from_ct(ct).array
+    fractions = np.bincount(labels.ravel(), minlength=len(Tissue)) / labels.size
+    # A head fills about a third of this scan: the skull is bone, the brain soft tissue.
+    assert 0.5 < fractions[Tissue.AIR] < 0.8
+    assert 0.03 < fractions[Tissue.BONE] < 0.1
+    assert 0.15 < fractions[Tissue.SOFT_TISSUE] < 0.35
+    assert 0.005 < fractions[Tissue.SKIN] < 0.04
+    assert fractions[Tissue.FAT] > 0.005
+    # The head holder's bright arc is not connected to the head: it stays outside the body.
+    hu = ct.array
+    assert np.count_nonzero((hu > 300) & (labels == Tissue.AIR)) > 500
+    # Skin is the outer layer: every body voxel with an air neighbour within its slice is skin.
+    body = labels != Tissue.AIR
+    edge = body & ~ndimage.binary_erosion(body, structure=np.array([[[0, 1, 0], [1, 1, 1], [0, 1, 0]]], bool),
+                                           border_value=1)
+    assert np.all(labels[edge] == Tissue.SKIN)
