@@ -227,7 +227,7 @@ def run_plan(
     started = time.perf_counter()
     if isinstance(plan, (str, os.PathLike)):
         plan_path = Path(plan)
-        plan = load_plan(plan_path)
+        plan = load_plan(plan_path, check_files=False)  # load_plan_volume checks the files below
     plan_path = Path(plan_path) if plan_path is not None else None
     if spacing_mm is not None and not (isinstance(spacing_mm, (int, float)) and math.isfinite(spacing_mm) and spacing_mm > 0):
         raise InputError(f"spacing_mm: must be a positive number of mm, got {spacing_mm!r}")
@@ -321,6 +321,18 @@ def _snapshot_name(time_s: float) -> str:
     return f"temperature_{time_s:08.1f}s.vti".replace(" ", "0")
 
 
+def _isotherm_facts(result, level: float, snapshot) -> dict:
+    """Volume and size of the ``level`` degC isotherm at ``snapshot`` (index or ``"min"``)."""
+    extent = result.isotherm_extent_mm(level, snapshot)
+    return {
+        "level_c": float(level),
+        "volume_ml": float(result.isotherm_volume_ml(level, snapshot)),
+        "along_mm": float(extent["along"]),
+        "across_mm": float(extent["across"]),
+        "max_diameter_mm": float(extent["max_diameter"]),
+    }
+
+
 def write_outputs(run: SimulationRun, out_dir) -> dict:
     """Write a run's fields and summary to ``out_dir``; return the summary.
 
@@ -336,9 +348,14 @@ def write_outputs(run: SimulationRun, out_dir) -> dict:
     Returns
     -------
     dict
-        JSON-ready: plan name and sha256, run and solve time, grid, method, per snapshot
-        the volume (ml) and extent (mm) of each isotherm, the same for the coldest
-        temperature reached, notes, and ``outputs`` (file names, relative to ``out_dir``).
+        JSON-ready: ``plan_name``, ``plan_sha256``, ``plan`` (name, sha256, path, probes,
+        protocol duration), ``run_time_s`` (whole run), ``solve_time_s``, ``method``,
+        ``steps``, ``dt_s``, ``grid`` (cells, finest spacing, box, origin, direction),
+        ``isotherms_c``, ``snapshots`` (per snapshot ``time_s``, ``min_temperature_c`` and
+        ``isotherms``: a list of ``{level_c, volume_ml, along_mm, across_mm,
+        max_diameter_mm}``, ``along`` being the extent along the mean probe axis),
+        ``coldest_reached`` (the same list for the lowest temperature each cell reached),
+        ``min_temperature_c``, ``notes`` and ``outputs`` (file names relative to ``out_dir``).
     """
     from planner.imaging.formats import write_volume
 
@@ -361,34 +378,23 @@ def write_outputs(run: SimulationRun, out_dir) -> dict:
         outputs["min_temperature_on_source"] = "min_temperature_on_source.nii.gz"
 
     levels = list(plan.isotherms_c)
-    snapshots = []
-    for index, time_s in enumerate(result.snapshot_times):
-        snapshots.append(
-            {
-                "time_s": float(time_s),
-                "min_temperature_c": float(np.min(result.temperatures[index])),
-                "isotherms": {
-                    f"{level:g}": {
-                        "volume_ml": result.isotherm_volume_ml(level, index),
-                        "extent_mm": result.isotherm_extent_mm(level, index),
-                    }
-                    for level in levels
-                },
-            }
-        )
-    coldest = {
-        f"{level:g}": {
-            "volume_ml": result.isotherm_volume_ml(level, "min"),
-            "extent_mm": result.isotherm_extent_mm(level, "min"),
+    snapshots = [
+        {
+            "time_s": float(time_s),
+            "min_temperature_c": float(np.min(result.temperatures[index])),
+            "isotherms": [_isotherm_facts(result, level, index) for level in levels],
         }
-        for level in levels
-    }
+        for index, time_s in enumerate(result.snapshot_times)
+    ]
+    coldest = [_isotherm_facts(result, level, "min") for level in levels]
     grid = result.grid
     nz, ny, nx = grid.shape
     low, high = grid.bounds_local()
     summary = {
         "disclaimer": NOT_FOR_CLINICAL_USE,
         "cryoplan_version": __version__,
+        "plan_name": plan.name,
+        "plan_sha256": run.plan_sha256 or plan_sha256(plan),
         "plan": {
             "name": plan.name,
             "sha256": run.plan_sha256 or plan_sha256(plan),

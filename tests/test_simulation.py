@@ -215,11 +215,16 @@ def test_write_outputs_writes_fields_and_summary(short_run, tmp_path):
     assert summary["plan"]["protocol_duration_s"] == 30.0
     assert [s["time_s"] for s in summary["snapshots"]] == [20.0, 30.0]
     assert summary["disclaimer"].startswith("Research and education only")
+    assert summary["plan_name"] == run.plan.name and summary["plan_sha256"] == run.plan_sha256
     first = summary["snapshots"][0]["isotherms"]
-    assert set(first) == {"0", "-20", "-40"}
-    assert first["-20"]["volume_ml"] == pytest.approx(run.result.isotherm_volume_ml(-20.0, 0))
-    # Two probes 6 mm apart: the 0 degC ball is wider across than the probe spacing.
-    assert first["0"]["extent_mm"]["across"] > 6.0 + 1.65
+    assert [iso["level_c"] for iso in first] == [0.0, -20.0, -40.0]
+    assert first[1]["volume_ml"] == pytest.approx(run.result.isotherm_volume_ml(-20.0, 0))
+    assert [iso["level_c"] for iso in summary["coldest_reached"]] == [0.0, -20.0, -40.0]
+    assert summary["coldest_reached"][1]["volume_ml"] >= first[1]["volume_ml"]
+    # Two probes 6 mm apart: the 0 degC ball is wider across than the probe spacing, and
+    # its largest diameter is at least its width.
+    assert first[0]["across_mm"] > 6.0 + 1.65
+    assert first[0]["max_diameter_mm"] >= first[0]["across_mm"] - 1e-9
     field = read_volume(out / summary["outputs"]["snapshots"][0])
     expected = run.result.temperature_volume(0)
     np.testing.assert_allclose(field.affine, expected.affine, atol=1e-9)
