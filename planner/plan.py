@@ -49,7 +49,6 @@ from pathlib import Path
 
 from planner.catalog import (
     _show,
-    boundary_field_problems,
     boundary_from_fields,
     check_number,
     is_number,
@@ -274,7 +273,8 @@ def _migrate_0_to_1(data: dict) -> dict:
         return out
 
     if "probes" in data:
-        result["probes"] = convert(data["probes"], {"label": "name", "type": "model", "tip_mm": "tip", "entry_mm": "entry"})
+        probe_keys = {"label": "name", "type": "model", "tip_mm": "tip", "entry_mm": "entry"}
+        result["probes"] = convert(data["probes"], probe_keys)
 
     def step_kind(item):
         if item.get("kind") == "thaw":
@@ -485,7 +485,9 @@ def _parse_tissue(r: _Reader, value, volume) -> TissueSpec | None:
             where = f"tissue.overrides.{key}"
             if source == "homogeneous":
                 if key != tissue_class:
-                    r.problem(where, f"the homogeneous block is {tissue_class!r}; overrides for other tissues have no effect")
+                    r.problem(
+                        where, f"the homogeneous block is {tissue_class!r}; overrides for other tissues have no effect"
+                    )
                     continue
             elif key not in class_keys:
                 r.problem(where, f"not a tissue class (known: {', '.join(sorted(class_keys))})")
@@ -541,7 +543,9 @@ def _parse_step(r: _Reader, value, path: str) -> PlanStep | None:
     if "kind" in data and kind not in STEP_KINDS:
         r.problem(f"{path}.kind", f"expected one of {', '.join(STEP_KINDS)}, got {_show(kind)}")
         kind = None
-    duration = r.number(data["duration_s"], f"{path}.duration_s", rule="positive", unit="s") if "duration_s" in data else None
+    duration = None
+    if "duration_s" in data:
+        duration = r.number(data["duration_s"], f"{path}.duration_s", rule="positive", unit="s")
     thaw = DEFAULT_THAW_TEMPERATURE_C
     if "thaw_temperature_c" in data:
         thaw = r.number(data["thaw_temperature_c"], f"{path}.thaw_temperature_c", rule="temperature")
@@ -555,8 +559,11 @@ def _parse_step(r: _Reader, value, path: str) -> PlanStep | None:
             else:
                 references = []
                 for i, item in enumerate(items):
-                    if isinstance(item, bool) or not isinstance(item, (int, str)) or (isinstance(item, int) and item < 0):
-                        r.problem(f"{path}.probes[{i}]", f"expected a probe index (0, 1, ...) or name, got {_show(item)}")
+                    is_index = isinstance(item, int) and not isinstance(item, bool) and item >= 0
+                    if not (is_index or isinstance(item, str)):
+                        r.problem(
+                            f"{path}.probes[{i}]", f"expected a probe index (0, 1, ...) or name, got {_show(item)}"
+                        )
                     else:
                         references.append(item)
                 probes = tuple(references) if len(references) == len(items) else None
@@ -584,7 +591,9 @@ def _parse_nerve(r: _Reader, value, path: str) -> PlanNerve | None:
                 parsed = [r.vec3(p, f"{path}.points[{i}]") for i, p in enumerate(items)]
                 if all(p is not None for p in parsed):
                     points = tuple(parsed)
-    radius = r.number(data["radius_mm"], f"{path}.radius_mm", rule="positive", unit="mm") if "radius_mm" in data else None
+    radius = None
+    if "radius_mm" in data:
+        radius = r.number(data["radius_mm"], f"{path}.radius_mm", rule="positive", unit="mm")
     target = r.boolean(data["target"], f"{path}.target") if "target" in data else True
     if None in (name, points, radius, target):
         return None
@@ -1015,7 +1024,8 @@ def resolve_probe(plan: Plan, index: int) -> PlacedProbe:
         )
     models = load_probes()
     if probe.model not in models:
-        raise InputError(f"probes[{index}].model: unknown probe model {probe.model!r} (known: {', '.join(models)}, custom)")
+        known = ", ".join(models)
+        raise InputError(f"probes[{index}].model: unknown probe model {probe.model!r} (known: {known}, custom)")
     return models[probe.model].place(probe.tip, probe.entry, name=probe.name)
 
 
@@ -1070,7 +1080,9 @@ def geometry_problems(plan: Plan, volume) -> list[str]:
     for i, nerve in enumerate(plan.nerves):
         for j, point in enumerate(nerve.points):
             if not bool(volume.contains(point)):
-                problems.append(f"nerves[{i}].points[{j}]: {_fmt(point)} mm is outside the volume {_fmt_bounds(volume)}")
+                problems.append(
+                    f"nerves[{i}].points[{j}]: {_fmt(point)} mm is outside the volume {_fmt_bounds(volume)}"
+                )
                 break
     return problems
 

@@ -10,7 +10,6 @@ Research and education only; not for clinical use.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Callable
@@ -20,7 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from planner import NOT_FOR_CLINICAL_USE, __version__
-from planner.catalog import label_for_tissue_key, load_tissues, tissue_properties_for_labels, tissue_with_overrides
+from planner.catalog import (
+    is_number,
+    label_for_tissue_key,
+    load_tissues,
+    tissue_properties_for_labels,
+    tissue_with_overrides,
+)
 from planner.errors import InputError
 from planner.labels import Tissue
 from planner.plan import (
@@ -229,7 +234,7 @@ def run_plan(
         plan_path = Path(plan)
         plan = load_plan(plan_path, check_files=False)  # load_plan_volume checks the files below
     plan_path = Path(plan_path) if plan_path is not None else None
-    if spacing_mm is not None and not (isinstance(spacing_mm, (int, float)) and math.isfinite(spacing_mm) and spacing_mm > 0):
+    if spacing_mm is not None and not (is_number(spacing_mm) and spacing_mm > 0):
         raise InputError(f"spacing_mm: must be a positive number of mm, got {spacing_mm!r}")
 
     source, labels = load_plan_volume(plan, plan_path=plan_path)
@@ -293,7 +298,9 @@ def resample_to_volume(result, values: np.ndarray, target: Volume, *, fill_value
     out = np.full(target.array.shape, fill_value, dtype=np.float32)
     # Only the target voxels inside the grid's box need interpolating: find their index range.
     low, high = grid.bounds_local()
-    corners_local = np.array([[x, y, z] for x in (low[0], high[0]) for y in (low[1], high[1]) for z in (low[2], high[2])])
+    corners_local = np.array(
+        [[x, y, z] for x in (low[0], high[0]) for y in (low[1], high[1]) for z in (low[2], high[2])]
+    )
     corners_ijk = target.world_to_index(grid.local_to_world(corners_local))
     upper = np.array(target.shape_xyz) - 1
     start = np.clip(np.floor(corners_ijk.min(axis=0)).astype(int), 0, upper)

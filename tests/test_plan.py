@@ -123,6 +123,16 @@ def test_custom_probe_and_every_optional_field_round_trip(tmp_path):
     assert plan_sha256(load_plan(path, check_files=False)) == plan_sha256(plan)
 
 
+def test_plan_json_is_readable_and_strict():
+    plan = load_plan(HOMOGENEOUS_EXAMPLE)
+    text = plan_to_json(plan)
+    assert '"tip": [-3.0, 0.0, 0.0],' in text  # points stay on one line
+    assert plan_from_json(text) == plan
+    assert json.loads(text) == plan_to_dict(plan)
+    with pytest.raises(ValueError):
+        plan_to_json(Plan(**{**plan.__dict__, "isotherms_c": (float("nan"),)}))
+
+
 def test_plan_hash_changes_with_content():
     plan = load_plan(HOMOGENEOUS_EXAMPLE)
     moved = Plan(**{**plan.__dict__, "notes": plan.notes + " "})
