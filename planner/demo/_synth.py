@@ -158,7 +158,10 @@ def synthesize_ultrasound(materials: np.ndarray, *, pixel_mm: float, seed: int) 
     fat = materials == Material.FAT
     texture[fat] = 0.45 + 7.0 * septa[fat]
     nerve = materials == Material.NERVE
-    texture[nerve] = np.where(fascicles[nerve], 0.25, 2.2)
+    # A nerve in cross-section: a bright epineurial rim around dark fascicles.
+    rim = nerve & ~ndimage.binary_erosion(nerve, iterations=max(int(round(0.3 / pixel_mm)), 1))
+    texture[nerve] = np.where(fascicles[nerve], 0.3, 1.4)
+    texture[rim] = 3.5
     diffuse = US_DIFFUSE_GAIN * BACKSCATTER_OF[materials] * texture * speckle
 
     # A specular echo is a short pulse: spread it over the axial pulse length (peak kept)
