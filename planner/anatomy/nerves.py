@@ -40,6 +40,11 @@ MIN_NERVE_LENGTH_MM = 3.0
 """Components of a nerve label map shorter than this are dropped (specks, partial volume)."""
 SKELETON_SMOOTHING_MM = 1.0
 """Gaussian smoothing (sigma, mm along the path) that removes the skeleton's voxel staircase."""
+TRIM_RADII = 1.0
+"""Skeleton path dropped at each end before its tangent is carried out to the end, radii."""
+TANGENT_RADII = 2.0
+"""Length of path the end tangent is fitted to, radii."""
+RECENTRE_PASSES = 2
 TRACE_MARGIN_MM = 8.0
 """Least room around the clicked points that a traced path may use, mm."""
 
@@ -141,19 +146,37 @@ class Nerve:
         along = self.arc_lengths()
         return np.stack([np.interp(arc, along, self.centreline[:, axis]) for axis in range(3)], axis=-1)
 
-    def resampled(self, step_mm: float = DEFAULT_STEP_MM) -> "Nerve":
-        """The same nerve with points every ``step_mm`` along the centreline (both ends kept).
+    def resampled(self, step_mm: float = DEFAULT_STEP_MM, *, keep_vertices: bool = False) -> "Nerve":
+        """The same nerve with new points along the centreline, both ends kept.
 
-        The last step is shorter when the length is not a multiple of ``step_mm``;
-        local radii are interpolated along the arc.
+        Parameters
+        ----------
+        step_mm : float
+            Spacing of the new points, mm.
+        keep_vertices : bool
+            False: points every ``step_mm`` along the arc (the last step shorter when the
+            length is not a multiple of it); sharp corners between them are cut. True:
+            every original point is kept and each segment is split into equal parts no
+            longer than ``step_mm``, so the shape and length are exactly the same.
+
+        Local radii are interpolated along the arc.
         """
         if not np.isfinite(step_mm) or step_mm <= 0:
             raise InputError(f"nerve {self.name!r}: step_mm must be > 0 mm, got {step_mm!r}")
         along = self.arc_lengths()
-        arc = np.arange(0.0, along[-1], step_mm)
-        arc = np.append(arc, along[-1]) if along[-1] - arc[-1] > 1e-9 else arc
+        if keep_vertices:
+            parts = [np.linspace(a, b, int(np.ceil((b - a) / step_mm - 1e-9)) + 1)[:-1]
+                     for a, b in zip(along[:-1], along[1:])]
+            arc = np.append(np.concatenate(parts), along[-1])
+        else:
+            arc = np.arange(0.0, along[-1], step_mm)
+            arc = np.append(arc, along[-1]) if along[-1] - arc[-1] > 1e-9 else arc
+        points = self.point_at(arc)
+        if keep_vertices:
+            vertex = np.searchsorted(arc, along)  # exact copies, free of interpolation round-off
+            points[vertex] = self.centreline
         radii = None if self.radii_mm is None else np.interp(arc, along, self.radii_mm)
-        return Nerve(self.name, self.point_at(arc), self.radius_mm, target=self.target, radii_mm=radii)
+        return Nerve(self.name, points, self.radius_mm, target=self.target, radii_mm=radii)
 
     def distance_to(self, points) -> np.ndarray:
         """Distance (mm) from world points ``(..., 3)`` to the centreline (not its surface).
@@ -229,14 +252,22 @@ def _distance_to_polyline(points: np.ndarray, polyline: np.ndarray):
 
 
 def _smooth_path(points: np.ndarray, sigma_mm: float, *, keep_ends: bool = True) -> np.ndarray:
-    """Gaussian smoothing of an ordered point list along its arc (sigma in mm)."""
+    """Gaussian smoothing of an ordered point list along its arc (sigma in mm).
+
+    The ends are padded by point reflection (``2 p0 - p_k``), which keeps straight lines
+    straight and end tangents unbiased.
+    """
     from scipy.ndimage import gaussian_filter1d
 
     if len(points) < 3 or sigma_mm <= 0:
         return points
     step = float(np.mean(np.linalg.norm(np.diff(points, axis=0), axis=1)))
     sigma = sigma_mm / max(step, 1e-9)
-    smoothed = gaussian_filter1d(points, sigma, axis=0, mode="nearest")
+    pad = min(len(points) - 1, int(np.ceil(4 * sigma)))
+    head = 2 * points[0] - points[1 : pad + 1][::-1]
+    tail = 2 * points[-1] - points[-pad - 1 : -1][::-1]
+    padded = np.concatenate([head, points, tail])
+    smoothed = gaussian_filter1d(padded, sigma, axis=0, mode="nearest")[pad : pad + len(points)]
     if keep_ends:
         smoothed[0], smoothed[-1] = points[0], points[-1]
     return smoothed
@@ -316,34 +347,122 @@ def _longest_skeleton_path(skeleton: np.ndarray, step_length_kji) -> np.ndarray:
     return nodes[path[::-1]]
 
 
-def _extend_to_boundary(points: np.ndarray, inside, *, step_mm: float, tangent_mm: float) -> np.ndarray:
+def _medial_path(mask: np.ndarray, spacing_kji) -> np.ndarray:
+    """Voxel indices ``(M, 3)`` of a path through the middle of a mask, without thinning.
+
+    The ends are the two ends of the mask's geodesic diameter (two sweeps of travel time
+    inside the mask); the path between them is the minimal path on a cost that is low
+    far from the mask's edge (inverse square of the distance transform).
+    """
+    from scipy import ndimage
+    from skimage.graph import MCP_Geometric
+
+    inside = np.isfinite(np.where(mask, 1.0, np.inf))
+    flat = np.where(mask, 1.0, np.inf)
+    sampling = tuple(float(s) for s in spacing_kji)
+    seed = tuple(np.argwhere(mask)[0])
+    ends = []
+    for _ in range(2):
+        travel, _ = MCP_Geometric(flat, sampling=sampling).find_costs([seed])
+        travel[~inside | ~np.isfinite(travel)] = -1
+        seed = tuple(np.unravel_index(int(np.argmax(travel)), travel.shape))
+        ends.append(seed)
+    depth = ndimage.distance_transform_edt(mask, sampling=spacing_kji)
+    cost = np.where(mask, 1.0 / (depth + 1e-3) ** 2, np.inf)
+    router = MCP_Geometric(cost, sampling=sampling)
+    router.find_costs([ends[0]], [ends[1]])
+    return np.asarray(router.traceback(ends[1]))
+
+
+def _trim_ends(points: np.ndarray, trim_mm: float) -> np.ndarray:
+    """Drop ``trim_mm`` of path at each end (no more than a third of it at each end).
+
+    A centreline from a skeleton or a medial path bends towards the corners of a flat
+    end over about a radius; the straight part before it gives the true end tangent.
+    """
+    arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(points, axis=0), axis=1))])
+    trim = min(trim_mm, arc[-1] / 3.0)
+    keep = (arc >= trim) & (arc <= arc[-1] - trim)
+    return points[keep] if np.count_nonzero(keep) >= 2 else points
+
+
+def _extend_to_boundary(
+    points: np.ndarray, inside, *, step_mm: float, tangent_mm: float, half_voxel=lambda direction: 0.0
+) -> np.ndarray:
     """Prolong both ends of a path along their end tangents for as long as ``inside(xyz)`` holds.
 
     A skeleton stops about a radius short of a tube's flat end (and short of where the
-    tube leaves the image); walking out along the tangent finds the real end.
+    tube leaves the image); walking out along the tangent finds the real end. Each
+    tangent is a straight line fitted to the last ``tangent_mm`` of the path, and the walk
+    starts from the end point's projection onto it. The walk stops on the face of the
+    last voxel inside; the tube's end lies anywhere in that voxel, so the end is pulled
+    back by half of ``half_voxel(direction)`` (half the voxel's width along the walk).
     """
-    def walk(end: np.ndarray, before: np.ndarray) -> list[np.ndarray]:
-        direction = end - before
-        norm = np.linalg.norm(direction)
-        if norm < 1e-9:
-            return []
-        direction = direction / norm
-        extra, position = [], end
-        for _ in range(10_000):
+    arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(points, axis=0), axis=1))])
+
+    def walk(stretch: np.ndarray) -> list[np.ndarray]:
+        # stretch[0] is the end; the fitted direction is turned to point outwards.
+        centre = stretch.mean(axis=0)
+        _, _, axes = np.linalg.svd(stretch - centre)
+        direction = axes[0]
+        if np.dot(stretch[0] - stretch[-1], direction) < 0:
+            direction = -direction
+        position = centre + np.dot(stretch[0] - centre, direction) * direction
+        extra = [position]
+        for _ in range(100_000):
             candidate = position + direction * step_mm
             if not inside(candidate):
                 break
             position = candidate
             extra.append(position)
+        backoff = 0.5 * half_voxel(direction)
+        while len(extra) > 1 and np.linalg.norm(extra[-1] - extra[0]) <= backoff:
+            extra.pop()
+        if len(extra) > 1:
+            extra[-1] = extra[-1] - direction * backoff
         return extra
 
-    arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(points, axis=0), axis=1))])
-    back = points[np.searchsorted(arc, min(tangent_mm, arc[-1]))]
-    front = points[np.searchsorted(arc, max(arc[-1] - tangent_mm, 0.0))]
-    head = walk(points[0], back)
-    tail = walk(points[-1], front)
-    parts = [np.array(head[::-1]).reshape(-1, 3), points, np.array(tail).reshape(-1, 3)]
+    if len(points) < 2:
+        return points
+    head_stretch = points[arc <= min(tangent_mm, arc[-1])]
+    tail_stretch = points[arc >= max(arc[-1] - tangent_mm, 0.0)][::-1]
+    head = walk(head_stretch) if len(head_stretch) >= 2 else []
+    tail = walk(tail_stretch) if len(tail_stretch) >= 2 else []
+    # The fitted end points replace the path's own ends.
+    body = points[1:-1] if head and tail else points
+    parts = [np.array(head[::-1]).reshape(-1, 3), body, np.array(tail).reshape(-1, 3)]
     return np.concatenate(parts)
+
+
+def _recentred(nerve: Nerve, voxel_centres: np.ndarray, window_mm: float, smoothing_mm: float) -> Nerve:
+    """Move each centreline point across the nerve to the centroid of its cross-section.
+
+    Voxels go to their closest centreline point; the centroid of those within
+    ``window_mm`` along the nerve, less its component along the local tangent, is where
+    the point moves. This straightens the tilt a skeleton has near a flat end, which a
+    tangent carried out to the end would otherwise keep.
+    """
+    points = nerve.centreline
+    arc_lengths = nerve.arc_lengths()
+    _, arc = _distance_to_polyline(voxel_centres, points)
+    order = np.argsort(arc)
+    arc, voxel_centres = arc[order], voxel_centres[order]
+    cumulative = np.concatenate([np.zeros((1, 3)), np.cumsum(voxel_centres, axis=0)])
+    low = np.searchsorted(arc, arc_lengths - window_mm / 2, side="left")
+    high = np.searchsorted(arc, arc_lengths + window_mm / 2, side="right")
+    count = high - low
+    # Tangent as the chord across the window (one-sided at the ends), steadier than a
+    # difference of neighbours at a short last step.
+    tangent = nerve.point_at(arc_lengths + window_mm / 2) - nerve.point_at(arc_lengths - window_mm / 2)
+    tangent /= np.maximum(np.linalg.norm(tangent, axis=1, keepdims=True), 1e-12)
+    moved = points.copy()
+    enough = count >= 3
+    centroid = (cumulative[high[enough]] - cumulative[low[enough]]) / count[enough, None]
+    shift = centroid - points[enough]
+    shift -= np.einsum("ij,ij->i", shift, tangent[enough])[:, None] * tangent[enough]
+    moved[enough] += shift
+    moved = _smooth_path(moved, smoothing_mm, keep_ends=False)
+    return Nerve(nerve.name, moved, nerve.radius_mm, target=nerve.target)
 
 
 def _local_radii(nerve: Nerve, voxel_centres: np.ndarray, voxel_volume: float, smoothing_mm: float) -> np.ndarray:
@@ -449,14 +568,19 @@ def nerves_from_labels(
         # skeleton runs to the edge instead of curling up a radius short of it.
         padded = np.pad(crop, pad, mode="edge")
         skeleton = skeletonize(padded)
-        path = _longest_skeleton_path(skeleton, step_length_kji)
+        if np.count_nonzero(skeleton) >= 2:
+            path = _longest_skeleton_path(skeleton, step_length_kji)
+        else:
+            # Thinning erases some shapes whole (a bar an even number of voxels wide).
+            path = _medial_path(padded, spacing_kji)
         path = path - pad + low  # (k, j, i) in the full image
         inside = np.all((path >= 0) & (path < shape), axis=1)
         path = path[inside]
         if len(path) < 2:
             continue
         world = labels_or_mask.index_to_world(path[:, ::-1].astype(float))
-        smoothed = _smooth_path(world, smoothing_mm, keep_ends=False)
+        radius_max = float(depth.max())
+        smoothed = _trim_ends(_smooth_path(world, smoothing_mm, keep_ends=False), TRIM_RADII * radius_max)
 
         def in_component(xyz, number=number) -> bool:
             ijk = labels_or_mask.world_to_index(xyz)
@@ -467,16 +591,22 @@ def nerves_from_labels(
 
         fine = float(spacing_kji.min()) / 4
         extended = _extend_to_boundary(
-            smoothed, in_component, step_mm=fine, tangent_mm=max(2.0, 4 * float(spacing_kji.max()))
+            smoothed, in_component, step_mm=fine,
+            tangent_mm=max(2.0, TANGENT_RADII * radius_max, 4 * float(spacing_kji.max())),
+            half_voxel=lambda direction: 0.5 * float(np.abs(np.linalg.solve(matrix, direction)) @ (
+                labels_or_mask.spacing ** 2)),
         )
         length = float(np.linalg.norm(np.diff(extended, axis=0), axis=1).sum())
         if length < min_length_mm:
             continue
         voxel_volume = float(abs(np.linalg.det(matrix)))
         radius = float(np.sqrt(piece.sum() * voxel_volume / (np.pi * length)))
+        voxels = labels_or_mask.index_to_world((np.argwhere(crop) + low)[:, ::-1].astype(float))
         nerve = Nerve("", extended, radius, target=target).resampled(step_mm)
-        nerve.radii_mm = _local_radii(nerve, labels_or_mask.index_to_world(
-            (np.argwhere(crop) + low)[:, ::-1].astype(float)), voxel_volume, smoothing_mm)
+        for _ in range(RECENTRE_PASSES):
+            nerve = _recentred(nerve, voxels, max(2 * radius_max, 4 * float(spacing_kji.max())), smoothing_mm)
+        nerve = nerve.resampled(step_mm)
+        nerve.radii_mm = _local_radii(nerve, voxels, voxel_volume, smoothing_mm)
         nerves.append((length, nerve))
     nerves.sort(key=lambda item: -item[0])
     result = []
