@@ -15,7 +15,8 @@ Layout (schema_version 1)::
               | {"demo": "intercostal"},              # built-in demo anatomy (planner.demo)
       "tissue": {"source": "homogeneous", "class": "muscle",
                  "overrides": {"muscle": {"perfusion": 0.001}}}
-              | {"source": "labels", "labels": {"path": "...", "sha256": "..."}}  # labels optional with a demo volume
+              | {"source": "labels", "labels": {"path": "...", "sha256": "...", "table": "generic"}}
+                                                      # labels optional with a demo volume; table optional
               | {"source": "ct_hu"},
       "probes": [{"name": "A", "model": "n2o-16g", "tip": [x, y, z], "entry": [x, y, z]},
                  {"name": "B", "model": "custom", "tip": [...], "entry": [...],
@@ -100,10 +101,17 @@ class DemoVolume:
 
 @dataclass(frozen=True)
 class LabelFile:
-    """A tissue label map file (values of :class:`planner.labels.Tissue`) and its hash."""
+    """A label map file, its hash, and how its values become tissue classes.
+
+    ``table`` names a table of ``data/label_tables.toml`` (``"cryoplan"``: the values are
+    :class:`planner.labels.Tissue` values; ``"generic"``: classes from segment names;
+    ``"totalsegmentator-like"``); None picks ``"generic"`` when the file names its
+    values, else ``"cryoplan"`` (see :func:`planner.anatomy.tissues.tissue_from_label_file`).
+    """
 
     path: str
     sha256: str
+    table: str | None = None
 
 
 @dataclass(frozen=True)
@@ -426,6 +434,16 @@ def _demo_names() -> list[str] | None:
     return list_demo_cases()
 
 
+def _label_table_names() -> list[str] | None:
+    """Names of the label tables of ``data/label_tables.toml``, or None where the anatomy
+    package is not installed."""
+    try:
+        from planner.anatomy.tissues import load_label_tables
+    except ImportError:
+        return None
+    return list(load_label_tables())
+
+
 def _parse_sha256(r: _Reader, value, path: str) -> str | None:
     text = r.text(value, path)
     if text is None:
@@ -464,12 +482,19 @@ def _parse_tissue(r: _Reader, value, volume) -> TissueSpec | None:
         if source != "labels":
             r.problem("tissue.labels", f"only for source 'labels' (source is {source!r})")
         else:
-            ldata = r.obj(data["labels"], "tissue.labels", required=("path", "sha256"))
+            ldata = r.obj(data["labels"], "tissue.labels", required=("path", "sha256"), optional=("table",))
             if ldata is not None and "path" in ldata and "sha256" in ldata:
                 path = r.text(ldata["path"], "tissue.labels.path", non_empty=True)
                 digest = _parse_sha256(r, ldata["sha256"], "tissue.labels.sha256")
-                if path is not None and digest is not None:
-                    labels = LabelFile(path, digest)
+                table, table_ok = None, True
+                if ldata.get("table") is not None:
+                    table = r.text(ldata["table"], "tissue.labels.table", non_empty=True)
+                    known = _label_table_names()
+                    if table is not None and known is not None and table not in known:
+                        r.problem("tissue.labels.table", f"unknown label table {table!r} (known: {', '.join(known)})")
+                    table_ok = table is not None and (known is None or table in known)
+                if path is not None and digest is not None and table_ok:
+                    labels = LabelFile(path, digest, table)
     if source == "labels" and data.get("labels") is None and not is_demo:
         r.problem("tissue.labels", "missing (source 'labels' needs a label map file unless the volume is a demo)")
     if source == "ct_hu" and volume is None:
@@ -771,6 +796,8 @@ def plan_to_dict(plan: Plan) -> dict:
         tissue["class"] = plan.tissue.tissue_class
     if plan.tissue.labels is not None:
         tissue["labels"] = {"path": plan.tissue.labels.path, "sha256": plan.tissue.labels.sha256}
+        if plan.tissue.labels.table is not None:
+            tissue["labels"]["table"] = plan.tissue.labels.table
     tissue["overrides"] = {key: dict(fields) for key, fields in plan.tissue.overrides.items()}
 
     probes = []

@@ -135,21 +135,39 @@ def load_plan_volume(plan: Plan, *, plan_path=None) -> tuple[Volume | None, Volu
     labels = None
     if plan.tissue.source == "labels":
         if plan.tissue.labels is not None:
-            from planner.imaging import read_volume
+            from planner.anatomy.tissues import tissue_from_label_file
 
-            labels = read_volume(resolve_plan_path(plan_path, plan.tissue.labels.path), modality="SEG")
+            # A segmentation that labels only some structures leaves its background to a
+            # base map: the CT classified by HU when the source is a CT.
+            base = source if _is_ct(source) else None
+            path = resolve_plan_path(plan_path, plan.tissue.labels.path)
+            try:
+                labels = tissue_from_label_file(path, plan.tissue.labels.table, base=base)
+            except InputError as error:
+                raise InputError(f"tissue.labels: {error}") from None
         elif demo_labels is not None:
-            labels = demo_labels
+            labels = _checked_labels(demo_labels, "demo labels")
         else:  # plan_from_dict refuses this; a hand-built Plan may still try
             raise InputError("tissue.labels: missing (source 'labels' needs a label map file or a demo volume)")
-        labels = _checked_labels(labels, plan.tissue.labels.path if plan.tissue.labels else "demo labels")
     elif plan.tissue.source == "ct_hu":
         if source is None:
             raise InputError("tissue.source: 'ct_hu' needs a CT volume (volume is null)")
+        if not _is_ct(source):
+            raise InputError(
+                f"tissue.source: 'ct_hu' needs a CT in HU; the volume is {source.modality} "
+                f"({source.units or 'no units'}): use a label map or a homogeneous tissue"
+            )
         from planner.tissue_map import tissue_from_ct
 
         labels = tissue_from_ct(source)
     return source, labels
+
+
+def _is_ct(volume: Volume | None) -> bool:
+    """True for a CT in HU (or an image of unknown modality and units, as many NIfTI CTs are)."""
+    if volume is None or volume.modality in ("US", "SEG", "MR"):
+        return False
+    return volume.units.upper() in ("HU", "")
 
 
 def _checked_labels(labels: Volume, name: str) -> Volume:

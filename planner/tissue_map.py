@@ -135,13 +135,15 @@ def tissue_from_ct(
     Raises
     ------
     InputError
-        When ``ct`` is a cine loop or not in HU, or the work arrays would not fit in memory.
+        When ``ct`` is a cine loop, an ultrasound image or a label map, or has units other
+        than HU, or the work arrays would not fit in memory.
     """
     source = ct.metadata.get("source", "CT volume")
     if ct.is_cine:
         raise InputError(f"{source}: a cine loop has no tissue map; pick one frame")
-    if ct.units and ct.units.upper() != "HU":
-        raise InputError(f"{source}: tissue from HU needs a CT in HU, this volume is in {ct.units!r}")
+    if ct.modality in ("US", "SEG") or (ct.units and ct.units.upper() != "HU"):
+        what = f"modality {ct.modality}" + (f", values in {ct.units!r}" if ct.units else "")
+        raise InputError(f"{source}: tissue from HU needs a CT in HU, this volume is {what}")
     if not fat_range_hu[0] < fat_range_hu[1] < bone_threshold_hu:
         raise InputError(f"{source}: HU thresholds must increase: fat {fat_range_hu}, bone {bone_threshold_hu}")
     # Float work arrays (HU, distances) plus a few masks and labels.

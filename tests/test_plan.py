@@ -217,6 +217,17 @@ def test_unknown_demo_case_is_reported(base):
     assert "volume.demo: unknown demo case 'knee' (known: intercostal, lfcn, morton)" in problems_of(base)
 
 
+def test_label_table_is_checked_and_round_trips(base):
+    pytest.importorskip("planner.anatomy.tissues")
+    base["volume"] = {"path": "ct.nii.gz", "sha256": "1" * 64}
+    base["tissue"] = {"source": "labels", "labels": {"path": "seg.nii.gz", "sha256": "2" * 64, "table": "atlas"}}
+    assert any(p.startswith("tissue.labels.table: unknown label table 'atlas' (known: cryoplan") for p in problems_of(base))
+    base["tissue"]["labels"]["table"] = "generic"
+    plan = plan_from_dict(base)
+    assert plan.tissue.labels.table == "generic"
+    assert plan_from_dict(plan_to_dict(plan)) == plan
+
+
 def test_every_problem_is_reported_at_once_in_one_line(base):
     base["probes"][1]["tip"] = [1, 2]
     base["protocol"][1]["duration_s"] = 0

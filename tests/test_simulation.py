@@ -103,7 +103,39 @@ def test_label_map_with_foreign_values_is_refused(tmp_path, base):
     labels_path = write(labels, tmp_path / "labels.nii.gz")
     tissue = {"source": "labels", "labels": {"path": "labels.nii.gz", "sha256": volume_sha256(labels_path)}}
     plan_path = ct_plan(tmp_path, base, tissue=tissue)
-    with pytest.raises(InputError, match=r"tissue\.labels: labels\.nii\.gz holds values \[42\] that are not tissue labels"):
+    with pytest.raises(InputError, match=r"tissue\.labels: .*labels\.nii\.gz: label values not in table 'cryoplan': 42"):
+        load_plan_volume(load_plan(plan_path), plan_path=plan_path)
+
+
+def test_partial_segmentation_takes_the_rest_from_the_ct(tmp_path, base):
+    # A TotalSegmentator-style map labelling only a "spleen" (1): its background (0) is
+    # classified from the plan's CT by HU, so the body outline and skin come from the image.
+    partial = Volume(np.zeros((20, 30, 30), np.uint8), tiny_ct().affine, modality="SEG", units="label")
+    partial.array[4:8, 5:10, 10:15] = 1
+    labels_path = write(partial, tmp_path / "organs.nii.gz")
+    tissue = {"source": "labels",
+              "labels": {"path": "organs.nii.gz", "sha256": volume_sha256(labels_path), "table": "totalsegmentator-like"}}
+    plan_path = ct_plan(tmp_path, base, tissue=tissue)
+    plan = load_plan(plan_path)
+    assert plan.tissue.labels.table == "totalsegmentator-like"
+    _, labels = load_plan_volume(plan, plan_path=plan_path)
+    from_ct = tissue_from_ct(tiny_ct()).array
+    assert np.all(labels.array[4:8, 5:10, 10:15] == Tissue.SOFT_TISSUE)
+    outside = np.ones(from_ct.shape, bool)
+    outside[4:8, 5:10, 10:15] = False
+    np.testing.assert_array_equal(labels.array[outside], from_ct[outside])
+
+
+def test_ct_hu_on_an_ultrasound_volume_is_refused(tmp_path, base):
+    us = Volume(np.full((20, 30, 30), 80, np.uint8), tiny_ct().affine, modality="US", units="")
+    us_path = write(us, tmp_path / "us.nii.gz")
+    data = copy.deepcopy(base)
+    data["volume"] = {"path": "us.nii.gz", "sha256": volume_sha256(us_path)}
+    data["tissue"] = {"source": "ct_hu"}
+    data["nerves"] = []
+    plan_path = tmp_path / "plan.json"
+    plan_path.write_text(json.dumps(data))
+    with pytest.raises(InputError, match="tissue.source: 'ct_hu' needs a CT in HU; the volume is US"):
         load_plan_volume(load_plan(plan_path), plan_path=plan_path)
 
 

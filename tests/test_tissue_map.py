@@ -113,8 +113,12 @@ def test_soft_tissue_label_option_selects_muscle():
 def test_non_hu_volume_is_refused():
     ct = make_phantom()
     ct.units = "label"
-    with pytest.raises(InputError, match="phantom.*HU"):
+    with pytest.raises(InputError, match="phantom: tissue from HU needs a CT in HU, this volume is modality CT, values in 'label'"):
         tissue_from_ct(ct)
+    ultrasound = make_phantom()
+    ultrasound.modality, ultrasound.units = "US", ""
+    with pytest.raises(InputError, match="this volume is modality US$"):
+        tissue_from_ct(ultrasound)
 
 
 def test_too_large_for_memory_is_refused_before_allocating(monkeypatch):
