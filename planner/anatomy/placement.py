@@ -230,6 +230,7 @@ def place_probe(
         model, or a direction without depth that never meets the skin.
     """
     tip = _point(tip, "tip")
+    entry_on_skin = False
     model_name, diameter, active, offset, usable = _probe_numbers(
         model, diameter_mm, active_length_mm, tip_offset_mm, usable_length_mm
     )
@@ -249,12 +250,13 @@ def place_probe(
         entry = skin.skin_crossing(labels, tip - unit * reach, tip, beyond_entry_mm=0.0)
         if entry is None:
             raise InputError(f"probe {name!r}: the line through the tip along the direction never enters the body")
+        entry_on_skin = True
     if np.linalg.norm(tip - entry) < 1e-6:
         raise InputError(f"probe {name!r}: entry must differ from tip (it sets the shaft direction)")
 
     skin_point = normal = entry_distance = None
     if labels is not None:
-        skin_point = skin.skin_crossing(labels, entry, tip)
+        skin_point = entry.copy() if entry_on_skin else skin.skin_crossing(labels, entry, tip)
         if skin_point is not None:
             normal = skin.skin_normal(labels, skin_point)
         if bool(labels.contains(entry, margin_voxels=0.5)):
