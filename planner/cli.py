@@ -176,6 +176,60 @@ def demo(
             typer.echo(f"{key:<12}{value}")
 
 
+@app.command()
+def simulate(
+    plan: Path = typer.Argument(..., help="Plan file (JSON)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: <plan name>_results next to the plan)."),
+    spacing: Optional[float] = typer.Option(None, "--spacing", help="Solver grid spacing in mm (overrides the plan)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Run a plan's freeze protocol and write temperature fields and a summary."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from planner.simulation import run_plan, write_outputs
+
+    out = out or plan.with_name(f"{plan.stem}_results")
+    progress_bar = Progress(
+        TextColumn("solving"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
+        console=Console(stderr=True), transient=True,
+    )
+    with progress_bar:
+        task = progress_bar.add_task("solve", total=1.0)
+        run = run_plan(plan, plan_path=plan, spacing_mm=spacing,
+                       progress=lambda fraction: progress_bar.update(task, completed=fraction))
+    summary = write_outputs(run, out)
+    if as_json:
+        _print_json(summary)
+        return
+    typer.echo(_format_simulation_summary(summary, out))
+
+
+def _format_simulation_summary(summary: dict, out: Path) -> str:
+    """Human text for ``planner simulate``: isotherm volumes and extents at each snapshot."""
+    plan = summary["plan"]
+    lines = [
+        f"{plan['name']}: {len(plan['probes'])} probe(s), {plan['protocol_duration_s']:g} s protocol, "
+        f"solved in {summary['solve_time_s']:.1f} s",
+        f"  method: {summary['method']}",
+        f"  {summary['disclaimer']}",
+    ]
+    for snapshot in summary["snapshots"]:
+        lines.append(f"  t = {snapshot['time_s']:g} s (coldest {snapshot['min_temperature_c']:.1f} degC)")
+        for iso in snapshot["isotherms"]:
+            if iso["volume_ml"] <= 0:
+                lines.append(f"    {iso['level_c']:>5g} degC: none")
+                continue
+            lines.append(
+                f"    {iso['level_c']:>5g} degC: {iso['volume_ml']:7.2f} ml, "
+                f"{iso['along_mm']:.1f} mm along x {iso['across_mm']:.1f} mm across"
+            )
+    for note in summary.get("notes", []):
+        lines.append(f"  note: {note}")
+    lines.append(f"  written to {out}/")
+    return "\n".join(lines)
+
+
 def _version_callback(value: bool) -> None:
     if value:
         typer.echo(f"cryoplan {__version__}")

@@ -102,3 +102,53 @@ def test_info_on_a_demo_case():
 
 def test_unknown_demo_case_is_an_input_error():
     assert_one_line_error(run_cli("info", "demo:elbow"), "elbow")
+
+
+def small_plan(tmp_path, **changes) -> "Path":
+    """A one-probe, 30 s plan in muscle that solves in seconds on a 1 mm grid."""
+    plan = {
+        "format": "cryoplan.plan",
+        "schema_version": 1,
+        "name": "small freeze",
+        "volume": None,
+        "tissue": {"source": "homogeneous", "class": "muscle", "overrides": {}},
+        "probes": [{"name": "A", "model": "n2o-16g", "tip": [0.0, 0.0, 0.0], "entry": [0.0, 0.0, 40.0]}],
+        "protocol": [{"kind": "freeze", "duration_s": 30.0}],
+        "nerves": [],
+        "grid": {"spacing_mm": 1.0},
+    }
+    plan.update(changes)
+    path = tmp_path / "small.json"
+    path.write_text(json.dumps(plan))
+    return path
+
+
+def test_simulate_writes_fields_and_a_summary(tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("simulate", str(small_plan(tmp_path)), "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary == json.loads((out / "summary.json").read_text())
+    final = summary["snapshots"][-1]
+    assert final["time_s"] == 30.0
+    by_level = {iso["level_c"]: iso["volume_ml"] for iso in final["isotherms"]}
+    volumes = [by_level[level] for level in (0.0, -20.0, -40.0)]
+    assert volumes[0] > volumes[1] > volumes[2] > 0, volumes  # nested isotherms
+    assert (out / "min_temperature.vti").is_file()
+    assert all((out / name).is_file() for name in summary["outputs"]["snapshots"])
+
+    text = run_cli("simulate", str(small_plan(tmp_path)), "--out", str(out))
+    assert text.returncode == 0 and "-20 degC" in text.stdout and "Not for clinical use" in text.stdout
+
+
+@pytest.mark.parametrize(
+    "changes, fragment",
+    [
+        ({"protocol": []}, "protocol"),
+        ({"probes": [{"name": "A", "model": "no-such-probe", "tip": [0, 0, 0], "entry": [0, 0, 9]}]}, "no-such-probe"),
+        ({"tissue": {"source": "homogeneous", "class": "muscle",
+                     "overrides": {"muscle": {"conductivity_unfrozen": -1}}}}, "conductivity_unfrozen"),
+    ],
+)
+def test_simulate_rejects_bad_plans_naming_the_field(tmp_path, changes, fragment):
+    assert_one_line_error(run_cli("simulate", str(small_plan(tmp_path, **changes))), fragment)
