@@ -332,7 +332,7 @@ def _longest_skeleton_path(skeleton: np.ndarray, step_length_kji) -> np.ndarray:
         weights.append(np.full(int(linked.sum()), step_length_kji(offset)))
     rows, cols, weights = (np.concatenate(x) for x in (rows, cols, weights))
     graph = coo_matrix((weights, (rows, cols)), shape=(len(nodes), len(nodes))).tocsr()
-    n_pieces, piece = connected_components(graph, directed=False)
+    _, piece = connected_components(graph, directed=False)
     largest = np.argmax(np.bincount(piece))
     start = int(np.flatnonzero(piece == largest)[0])
     distance = dijkstra(graph, directed=False, indices=start)
@@ -526,9 +526,11 @@ def nerves_from_labels(
     -------
     list of Nerve
         Longest first. Each centreline is the longest path through the component's 3D
-        skeleton (``skimage.morphology.skeletonize``), smoothed, prolonged along its end
-        tangents to the component's ends (or to the edge of the image where the nerve
-        leaves it), in world LPS mm. ``radius_mm`` is the radius of a cylinder with the
+        skeleton (``skimage.morphology.skeletonize``), smoothed, trimmed by a radius at
+        each end (where a skeleton bends towards the corners of a flat end), prolonged
+        along tangents fitted to its ends until it leaves the component (or the image,
+        where the nerve runs out of it), moved onto the centroids of its cross-sections
+        and resampled every ``step_mm``, in world LPS mm. ``radius_mm`` is the radius of a cylinder with the
         component's volume and the centreline's length; ``radii_mm`` are local radii from
         the cross-section: each voxel goes to its closest centreline point, and the
         voxel volume per mm of nerve is ``pi r^2`` (smoothed along the nerve).
@@ -541,10 +543,13 @@ def nerves_from_labels(
     from scipy import ndimage
     from skimage.morphology import skeletonize
 
+    from planner.imaging.memory import check_fits_in_memory
+
     source = labels_or_mask.metadata.get("source", "label map")
     if labels_or_mask.is_cine:
         raise InputError(f"{source}: a cine loop holds no nerve labels")
     array = np.asarray(labels_or_mask.array)
+    check_fits_in_memory(array.shape, np.int32, source, copies=1.5)  # component numbers and the mask
     mask = array.astype(bool) if (array.dtype == bool or label is None) else array == int(label)
     spacing_kji = labels_or_mask.spacing[::-1]
     matrix = labels_or_mask.affine[:3, :3]
@@ -552,7 +557,7 @@ def nerves_from_labels(
     def step_length_kji(offset_kji) -> float:
         return float(np.linalg.norm(matrix @ np.asarray(offset_kji, dtype=float)[::-1]))
 
-    components, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    components, _ = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
     nerves: list[tuple[float, Nerve]] = []
     shape = np.array(mask.shape)
     for number, box in enumerate(ndimage.find_objects(components), start=1):
