@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: the real head CT used by the imaging tests.
-debian_packages="invesalius-examples"
+# Debian packages: the real head CT used by the imaging tests, chromium for the browser tests.
+debian_packages="invesalius-examples chromium"
 missing=""
 for package in $debian_packages; do
     dpkg -s "$package" >/dev/null 2>&1 || missing="$missing $package"
@@ -13,11 +13,11 @@ done
 if [ -n "$missing" ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    apt-get install -y -qq $missing >/dev/null
 fi
 
 bash scripts/install.sh test
 
-export CRYOPLAN_REQUIRE_REALDATA=1
+export CRYOPLAN_REQUIRE_REALDATA=1 CRYOPLAN_REQUIRE_BROWSER=1
 export VTK_DEFAULT_OPENGL_WINDOW=vtkEGLRenderWindow
 exec .venv/bin/python -m pytest -n 2 -p no:cacheprovider "$@"
