@@ -37,8 +37,10 @@ def temperature_conductivity(H, tissue, solidus, liquidus, h_liquidus, c_frozen,
                              k_frozen, k_unfrozen, k_varies, k_scale, T, K):
     """Fill ``T`` (degC) and ``K`` (W/m/K) from ``H`` (J/m3); all (nz, ny, nx)."""
     nz, ny, nx = H.shape
-    for z in prange(nz):
-        for y in range(ny):
+    for row in prange(nz * ny):
+        z = row // ny
+        y = row - z * ny
+        if True:
             for x in range(nx):
                 c = tissue[z, y, x]
                 t, f = _state(H[z, y, x], solidus[c], liquidus[c], h_liquidus[c], c_frozen[c], c_unfrozen[c])
@@ -73,10 +75,12 @@ def stage(T, K, tissue, held, h_liquidus, perfusion, metabolic, arterial,
     and ``ax[i]`` is cell ``i``'s share of the distance to cell ``i + 1``.
     """
     nz, ny, nx = T.shape
-    for z in prange(nz):
+    for row in prange(nz * ny):
+        z = row // ny
+        y = row - z * ny
         zm = max(z - 1, 0)
         zp = min(z + 1, nz - 1)
-        for y in range(ny):
+        if True:
             ym = max(y - 1, 0)
             yp = min(y + 1, ny - 1)
             for x in range(nx):
@@ -204,3 +208,97 @@ def min_max_finite(T):
     for z in prange(nz):
         _slice_min_max(T[z], out, z)
     return out[:, 0].min(), out[:, 1].max(), out[:, 2].sum() == 0
+
+
+@njit(cache=True, inline="always")
+def _enthalpy(t, solidus, liquidus, h_liquidus, c_frozen, c_unfrozen):
+    """Volumetric enthalpy (J/m3) of one tissue at ``t`` degC (inverse of :func:`_state`)."""
+    if t < solidus:
+        return c_frozen * (t - solidus)
+    if t > liquidus:
+        return h_liquidus + c_unfrozen * (t - liquidus)
+    if liquidus > solidus:
+        return (t - solidus) / (liquidus - solidus) * h_liquidus
+    return 0.0
+
+
+@njit(cache=True)
+def set_held(H_flat, held_cells, held_tissue, held_group, group_target, group_tau, group_start, elapsed,
+             solidus, liquidus, h_liquidus, c_frozen, c_unfrozen):
+    """Hold each boundary group's cells at ``target + (start - target) exp(-elapsed / tau)`` degC."""
+    n_groups = group_target.size
+    values = np.empty(n_groups)
+    for g in range(n_groups):
+        if group_tau[g] > 0.0:
+            values[g] = group_target[g] + (group_start[g] - group_target[g]) * np.exp(-elapsed / group_tau[g])
+        else:
+            values[g] = group_target[g]
+    for n in range(held_cells.size):
+        c = held_tissue[n]
+        H_flat[held_cells[n]] = _enthalpy(values[held_group[n]], solidus[c], liquidus[c], h_liquidus[c],
+                                          c_frozen[c], c_unfrozen[c])
+
+
+@njit(cache=True)
+def rkl2_step(H, T, K, L0, A, B, tissue, held, solidus, liquidus, h_liquidus, c_frozen, c_unfrozen,
+              k_frozen, k_unfrozen, k_varies, k_scale, perfusion, metabolic, arterial,
+              cxm, cxp, ax, cym, cyp, ay, czm, czp, az,
+              held_cells, held_tissue, held_group, group_target, group_tau, group_start, elapsed0,
+              link_tissue, link_held, link_coefficient, link_extra,
+              src_cells, src_q, src_g, src_reference,
+              dt, mu, nu, mut, gt, c):
+    """One RKL2 step of ``dt`` s with ``mu.size - 1`` stages (1: forward Euler), in place on ``H``.
+
+    ``T``/``K`` must hold the state's temperature and conductivity on entry; they hold the
+    new state's on return. ``A``, ``B``, ``L0`` are scratch arrays of ``H``'s shape.
+    """
+    stages = mu.size - 1
+    Hf = H.reshape(-1)
+    Tf = T.reshape(-1)
+    Kf = K.reshape(-1)
+    if stages == 1:
+        stage(T, K, tissue, held, h_liquidus, perfusion, metabolic, arterial, cxm, cxp, ax, cym, cyp, ay,
+              czm, czp, az, H, H, H, L0, A, 1, 0.0, 0.0, dt, 0.0)
+        Af = A.reshape(-1)
+        add_links(Tf, Kf, link_tissue, link_held, link_coefficient, link_extra, dt, Af)
+        add_sources(Tf, src_cells, src_q, src_g, src_reference, dt, Af)
+        set_held(Af, held_cells, held_tissue, held_group, group_target, group_tau, group_start, elapsed0 + dt,
+                 solidus, liquidus, h_liquidus, c_frozen, c_unfrozen)
+        Hf[:] = Af
+        temperature_conductivity(H, tissue, solidus, liquidus, h_liquidus, c_frozen, c_unfrozen,
+                                 k_frozen, k_unfrozen, k_varies, k_scale, T, K)
+        return
+    # L0 = L(Y0)
+    stage(T, K, tissue, held, h_liquidus, perfusion, metabolic, arterial, cxm, cxp, ax, cym, cyp, ay,
+          czm, czp, az, H, H, H, L0, L0, 0, 0.0, 0.0, 0.0, 0.0)
+    L0f = L0.reshape(-1)
+    add_links(Tf, Kf, link_tissue, link_held, link_coefficient, link_extra, 1.0, L0f)
+    add_sources(Tf, src_cells, src_q, src_g, src_reference, 1.0, L0f)
+    # Y1 = Y0 + mut1 dt L0
+    Af = A.reshape(-1)
+    factor = mut[1] * dt
+    for n in range(Af.size):
+        Af[n] = Hf[n] + factor * L0f[n]
+    set_held(Af, held_cells, held_tissue, held_group, group_target, group_tau, group_start, elapsed0 + c[1] * dt,
+             solidus, liquidus, h_liquidus, c_frozen, c_unfrozen)
+    previous = A
+    before = H
+    for j in range(2, stages + 1):
+        temperature_conductivity(previous, tissue, solidus, liquidus, h_liquidus, c_frozen, c_unfrozen,
+                                 k_frozen, k_unfrozen, k_varies, k_scale, T, K)
+        if j == 2:
+            out = B
+        else:
+            out = before
+        stage(T, K, tissue, held, h_liquidus, perfusion, metabolic, arterial, cxm, cxp, ax, cym, cyp, ay,
+              czm, czp, az, previous, before, H, L0, out, 2, mu[j], nu[j], mut[j] * dt, gt[j] * dt)
+        outf = out.reshape(-1)
+        add_links(Tf, Kf, link_tissue, link_held, link_coefficient, link_extra, mut[j] * dt, outf)
+        add_sources(Tf, src_cells, src_q, src_g, src_reference, mut[j] * dt, outf)
+        set_held(outf, held_cells, held_tissue, held_group, group_target, group_tau, group_start,
+                 elapsed0 + c[j] * dt, solidus, liquidus, h_liquidus, c_frozen, c_unfrozen)
+        before = previous
+        previous = out
+    Hf[:] = previous.reshape(-1)
+    temperature_conductivity(H, tissue, solidus, liquidus, h_liquidus, c_frozen, c_unfrozen,
+                             k_frozen, k_unfrozen, k_varies, k_scale, T, K)

@@ -45,6 +45,11 @@ class ThermalResult:
         World LPS mm active-segment end points of each probe (empty for validation runs).
     notes : list of str
         Caveats collected during the run (box capped, thin probes, ...).
+    stages : int
+        Most RKL2 stages in one step (1 for forward Euler).
+    final_enthalpy : (nz, ny, nx) ndarray
+        J/m3, the solver state at the end, in the solver's precision (for restarts and
+        conservation checks).
     """
 
     grid: ThermalGrid
@@ -60,6 +65,7 @@ class ThermalResult:
     probe_axes: np.ndarray = field(default_factory=lambda: np.zeros((0, 2, 3)))
     stages: int = 0
     notes: list[str] = field(default_factory=list)
+    final_enthalpy: np.ndarray | None = None
 
     # --------------------------------------------------------------- volumes
     def _as_volume(self, values: np.ndarray, *, name: str, spacing: float | None = None) -> Volume:

@@ -70,11 +70,16 @@ class SourceBoundary:
 
 @dataclass(eq=False)
 class Phase:
-    """A stretch of time with a fixed set of active boundaries (one protocol step)."""
+    """A stretch of time with a fixed set of active boundaries (one protocol step).
+
+    ``max_step`` (s) overrides the solve's step limit in this phase (e.g. long steps while
+    relaxing to a steady state, where time accuracy does not matter).
+    """
 
     duration: float
     held: list[HeldBoundary] = field(default_factory=list)
     sources: list[SourceBoundary] = field(default_factory=list)
+    max_step: float | None = None
 
 
 def rkl2_coefficients(stages: int):
@@ -101,6 +106,15 @@ def rkl2_coefficients(stages: int):
     for j in range(2, s + 1):
         c[j] = mu[j] * c[j - 1] + nu[j] * c[j - 2] + mut[j] + gt[j]
     return mu, nu, mut, gt, c
+
+
+_COEFFICIENTS: dict[int, tuple] = {}
+
+
+def _coefficients_cached(stages: int):
+    if stages not in _COEFFICIENTS:
+        _COEFFICIENTS[stages] = rkl2_coefficients(stages)
+    return _COEFFICIENTS[stages]
 
 
 def rkl2_stages_for(dt: float, dt_fe: float) -> int:
@@ -167,15 +181,22 @@ def _axis_coefficients(grid: ThermalGrid, axis: int):
     return c_minus, c_plus, share
 
 
-def outer_layer_mask(shape) -> np.ndarray:
-    """Boolean (nz, ny, nx) mask of the outermost cell layer of every axis longer than 2 cells."""
+FACE_NAMES = ("x-", "x+", "y-", "y+", "z-", "z+")
+
+
+def outer_layer_mask(shape, *, insulated_faces=()) -> np.ndarray:
+    """Boolean (nz, ny, nx) mask of the outermost cell layer on every box face except
+    ``insulated_faces`` (names from ``FACE_NAMES``), along axes longer than 2 cells."""
     mask = np.zeros(shape, dtype=bool)
-    for axis, n in enumerate(shape):
-        if n > 2:
+    for axis_name, array_axis in (("x", 2), ("y", 1), ("z", 0)):
+        n = shape[array_axis]
+        if n <= 2:
+            continue
+        for side, position in (("-", 0), ("+", n - 1)):
+            if axis_name + side in insulated_faces:
+                continue
             index = [slice(None)] * 3
-            index[axis] = 0
-            mask[tuple(index)] = True
-            index[axis] = n - 1
+            index[array_axis] = position
             mask[tuple(index)] = True
     return mask
 
@@ -190,6 +211,7 @@ def solve(
     arterial_temperature: float = 37.0,
     outer_boundary: str = "body",
     outer_temperature: float | None = None,
+    insulated_faces: Sequence[str] = (),
     inert: np.ndarray | None = None,
     snapshot_times: Sequence[float] | None = None,
     thresholds: Sequence[float] = (0.0, -20.0, -40.0),
@@ -198,6 +220,7 @@ def solve(
     dtype=np.float32,
     progress: Callable[[float], None] | None = None,
     cancel: Callable[[], bool] | None = None,
+    threads: int | None = None,
     probe_axes: np.ndarray | None = None,
     notes: Sequence[str] = (),
 ) -> ThermalResult:
@@ -220,6 +243,9 @@ def solve(
     outer_boundary : {"body", "insulated"}
         ``"body"`` holds the outermost cell layer at ``outer_temperature`` (default
         ``arterial_temperature``); ``"insulated"``: zero flux through the box faces.
+    insulated_faces : sequence of str
+        With ``"body"``: box faces kept zero-flux anyway (symmetry planes), from
+        ``"x-", "x+", "y-", "y+", "z-", "z+"`` (grid axes).
     inert : (nz, ny, nx) bool ndarray, optional
         Cells that exchange no heat and are not updated (probe shafts); for display their
         temperature follows their neighbours.
@@ -242,10 +268,32 @@ def solve(
     cancel : callable() -> bool, optional
         Checked after each step; ``True`` raises :class:`SimulationCancelled`.
 
+    threads : int, optional
+        Numba threads; default one per 200,000 cells up to the machine's count (thread
+        start-up costs more than it saves on small grids, and more so on a busy machine).
+
     Returns
     -------
     ThermalResult
     """
+    import numba
+
+    previous_threads = numba.get_num_threads()
+    wanted = threads if threads is not None else max(1, min(numba.config.NUMBA_NUM_THREADS, grid.size // 200_000))
+    numba.set_num_threads(int(max(1, min(wanted, numba.config.NUMBA_NUM_THREADS))))
+    try:
+        return _solve(grid, tissue_index, tissues, phases, initial_temperature=initial_temperature,
+                      arterial_temperature=arterial_temperature, outer_boundary=outer_boundary,
+                      outer_temperature=outer_temperature, insulated_faces=insulated_faces, inert=inert, snapshot_times=snapshot_times,
+                      thresholds=thresholds, method=method, max_step=max_step, dtype=dtype, progress=progress,
+                      cancel=cancel, probe_axes=probe_axes, notes=notes)
+    finally:
+        numba.set_num_threads(previous_threads)
+
+
+def _solve(grid, tissue_index, tissues, phases, *, initial_temperature, arterial_temperature, outer_boundary,
+           outer_temperature, insulated_faces, inert, snapshot_times, thresholds, method, max_step, dtype, progress, cancel,
+           probe_axes, notes):
     started = _time.perf_counter()
     dtype = np.dtype(dtype)
     shape = grid.shape
@@ -285,7 +333,10 @@ def solve(
     H = tables.enthalpy(base_index, initial).astype(dtype)
     static_index = base_index.copy()
     if outer_boundary == "body":
-        outer = outer_layer_mask(shape)
+        unknown = set(insulated_faces) - set(FACE_NAMES)
+        if unknown:
+            raise InputError(f"insulated_faces: unknown face(s) {sorted(unknown)}; use {', '.join(FACE_NAMES)}")
+        outer = outer_layer_mask(shape, insulated_faces=tuple(insulated_faces))
         outer_t = arterial_temperature if outer_temperature is None else outer_temperature
         H[outer] = tables.enthalpy(base_index[outer], outer_t).astype(dtype)
         static_index[outer] += tables.n
@@ -406,20 +457,15 @@ def solve(
 
         # -------- steps of this phase, landing on snapshot times
         marks = [t for t in snapshot_times if t_phase0 < t < t_phase1] + [t_phase1]
-        held_values = np.empty(held_cells.size, dtype=dtype)
+        held_group = np.concatenate([np.full(spec[3], g, dtype=np.int64) for g, spec in enumerate(held_specs)]) \
+            if held_specs else np.zeros(0, np.int64)
+        group_target = np.array([spec[0] for spec in held_specs], dtype=np.float64)
+        group_tau = np.array([spec[1] for spec in held_specs], dtype=np.float64)
+        group_start = np.array([spec[2] for spec in held_specs], dtype=np.float64)
+        held_tissue = held_tissue.astype(np.int64)
 
-        def set_held(t_abs):
-            if not held_cells.size:
-                return
-            start = 0
-            for target, tau, t_start, count in held_specs:
-                elapsed = t_abs - t_phase0
-                value = target if tau <= 0 else target + (t_start - target) * math.exp(-elapsed / tau)
-                held_values[start:start + count] = tables.enthalpy(held_tissue[start:start + count], value)
-                start += count
-
-        set_held(t_now)
-        kernels.set_cells(H.reshape(-1), held_cells, held_values)
+        kernels.set_held(H.reshape(-1), held_cells, held_tissue, held_group, group_target, group_tau, group_start,
+                         0.0, tables.solidus, tables.liquidus, tables.h_liquidus, tables.c_frozen, tables.c_unfrozen)
         update_tk(H)
         for mark in marks:
             while t_now < mark - 1e-9 * max(1.0, mark):
@@ -431,14 +477,24 @@ def solve(
                 else:
                     # A boundary switched on at the phase start makes a steep transient: let the
                     # steps grow geometrically from max_step / 32 to max_step over the first ones.
-                    target = min(max_step, max(max_step / 32.0, 0.5 * (t_now - t_phase0)))
+                    step_limit = phase.max_step if phase.max_step is not None else max_step
+                    target = min(step_limit, max(step_limit / 32.0, 0.5 * (t_now - t_phase0)))
                     n_left = math.ceil(remaining / target - 1e-9)
                     dt = remaining / n_left
                     stages = rkl2_stages_for(dt, dt_fe)
-                H = _take_step(H, T, K, L0, A, B, dt, stages, t_now, index_now, tables, held_cells, held_values,
-                               set_held, link_tissue, link_held, link_coef, link_extra, src_cells, src_q, src_g,
-                               src_reference, arterial_temperature, (cxm, cxp, ax, cym, cyp, ay, czm, czp, az),
-                               update_tk)
+                if stages == 1:
+                    coefficients = (np.zeros(2), np.zeros(2), np.zeros(2), np.zeros(2), np.zeros(2))
+                else:
+                    coefficients = _coefficients_cached(stages)
+                kernels.rkl2_step(
+                    H, T, K, L0, A, B, index_now, tables.held, tables.solidus, tables.liquidus, tables.h_liquidus,
+                    tables.c_frozen, tables.c_unfrozen, tables.k_frozen, tables.k_unfrozen, tables.k_varies,
+                    tables.k_scale, tables.perfusion, tables.metabolic, float(arterial_temperature),
+                    cxm, cxp, ax, cym, cyp, ay, czm, czp, az,
+                    held_cells, held_tissue, held_group, group_target, group_tau, group_start, t_now - t_phase0,
+                    link_tissue, link_held, link_coef, link_extra, src_cells, src_q, src_g, src_reference,
+                    dt, *coefficients,
+                )
                 t_now = mark if abs(t_now + dt - mark) < 1e-9 * max(1.0, mark) else t_now + dt
                 n_steps += 1
                 max_dt = max(max_dt, dt)
@@ -486,6 +542,7 @@ def solve(
         probe_axes=np.zeros((0, 2, 3)) if probe_axes is None else np.asarray(probe_axes, dtype=float),
         stages=max_stages,
         notes=run_notes,
+        final_enthalpy=H,
     )
 
 
@@ -506,48 +563,3 @@ def _free_neighbours(inert: np.ndarray, cells: np.ndarray) -> np.ndarray:
             out[:, column] = flat
             column += 1
     return out
-
-
-def _take_step(H, T, K, L0, A, B, dt, stages, t_now, index_now, tables, held_cells, held_values, set_held,
-               link_tissue, link_held, link_coef, link_extra, src_cells, src_q, src_g, src_reference,
-               arterial, coefficients, update_tk):
-    """Advance ``H`` by ``dt`` with ``stages`` RKL2 stages (1: forward Euler). ``T``/``K`` hold the
-    temperature and conductivity of the state on entry and on return. Returns the new state array."""
-    cxm, cxp, ax, cym, cyp, ay, czm, czp, az = coefficients
-    T_flat, K_flat = T.reshape(-1), K.reshape(-1)
-
-    def evaluate(Y1, Y2, out, mode, mu, nu, mut_dt, gt_dt):
-        kernels.stage(T, K, index_now, tables.held, tables.h_liquidus, tables.perfusion, tables.metabolic, arterial,
-                      cxm, cxp, ax, cym, cyp, ay, czm, czp, az, Y1, Y2, H, L0, out, mode, mu, nu, mut_dt, gt_dt)
-        factor = 1.0 if mode == 0 else mut_dt
-        out_flat = out.reshape(-1)
-        if link_tissue.size:
-            kernels.add_links(T_flat, K_flat, link_tissue, link_held, link_coef, link_extra, factor, out_flat)
-        if src_cells.size:
-            kernels.add_sources(T_flat, src_cells, src_q, src_g, src_reference, factor, out_flat)
-
-    if stages == 1:
-        evaluate(H, H, A, 1, 0.0, 0.0, dt, 0.0)
-        set_held(t_now + dt)
-        kernels.set_cells(A.reshape(-1), held_cells, held_values)
-        update_tk(A)
-        H[...] = A
-        return H
-    mu, nu, mut, gt, c = rkl2_coefficients(stages)
-    evaluate(H, H, L0, 0, 0.0, 0.0, 0.0, 0.0)  # L0 = L(Y0)
-    # Y1 = Y0 + mut1 dt L0 (written as a mode-2 stage with mu = 1, nu = 0, gt = 0 would need L again)
-    np.multiply(L0, mut[1] * dt, out=A)
-    A += H
-    set_held(t_now + c[1] * dt)
-    kernels.set_cells(A.reshape(-1), held_cells, held_values)
-    previous, before = A, H
-    for j in range(2, stages + 1):
-        update_tk(previous)
-        out = B if before is H else before
-        evaluate(previous, before, out, 2, mu[j], nu[j], mut[j] * dt, gt[j] * dt)
-        set_held(t_now + c[j] * dt)
-        kernels.set_cells(out.reshape(-1), held_cells, held_values)
-        before, previous = previous, out
-    update_tk(previous)
-    H[...] = previous
-    return H
