@@ -25,10 +25,15 @@ AVOID_DEFAULT = (Tissue.BONE, Tissue.VESSEL, Tissue.LUNG)
 ENTRY_TOLERANCE_MM = 2.0
 """An entry point farther than this from the skin surface is reported, mm."""
 
+STRUCTURE_WORDS = {"lung": "lung or an air space", "soft_tissue": "soft tissue"}
+"""How messages name a tissue class where its key alone would mislead or read oddly
+(CT classes every air space inside the body as lung)."""
+
 WARNING_CODES = {
     "shaft_crosses_bone": "the shaft passes through bone",
     "shaft_crosses_vessel": "the shaft passes through a blood vessel",
-    "shaft_crosses_lung": "the shaft passes into lung (pneumothorax risk)",
+    "shaft_crosses_lung": "the shaft passes into lung or another air space in the body (a sinus, "
+                          "bowel gas); in the chest, a pneumothorax risk",
     "shaft_crosses_nerve": "the shaft passes through a nerve",
     "shaft_crosses_tissue": "the shaft passes through another tissue class on the avoid list",
     "entry_off_skin": "the entry point is not on the skin",
@@ -324,7 +329,7 @@ def check_trajectory(
         else:
             code = f"shaft_crosses_{crossing.structure}"
             code = code if code in WARNING_CODES else "shaft_crosses_tissue"
-            label = crossing.structure
+            label = STRUCTURE_WORDS.get(crossing.structure, crossing.structure)
         warn(code, crossing.structure,
              f"shaft crosses {label} {crossing.start_mm:.1f} mm from the entry (over {span:.1f} mm)",
              crossing.start_mm, crossing.position)
