@@ -1,0 +1,1 @@
+"""cryoplan browser viewer (trame). Research and education only; not for clinical use."""

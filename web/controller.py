@@ -1,0 +1,613 @@
+"""What the buttons do: trame state <-> :class:`web.state.Session`, views and the solver.
+
+Every handler turns browser input into a session change, then refreshes what depends on
+it. Errors the user can fix (:class:`planner.errors.PlannerError`) become a message in
+the page; the session stays as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+
+import numpy as np
+
+from planner.errors import InputError, PlannerError
+from planner.scene import palette
+from web.files import file_kind
+from web.state import STEP_KINDS, parse_plan_text, plan_text
+
+LOG = logging.getLogger("cryoplan.web")
+PLAY_INTERVAL_S = 0.6
+FREEZE_POLL_S = 0.15
+GRID_CHOICES = {"coarse (1 mm, fast)": 1.0, "standard (solver's choice)": None, "fine (0.4 mm)": 0.4}
+
+
+def _fmt(point) -> str:
+    return ", ".join(f"{float(v):.1f}" for v in point)
+
+
+def user_errors(handler):
+    """Show a PlannerError (or a bad number) as the page's error message instead of failing."""
+
+    @functools.wraps(handler)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return handler(self, *args, **kwargs)
+        except (PlannerError, ValueError) as error:
+            LOG.info("user error: %s", error)
+            self.state.error = str(error).splitlines()[0]
+            return None
+
+    return wrapper
+
+
+class Controller:
+    """Binds a session, its views, the data folders and the solver worker to a trame server."""
+
+    def __init__(self, server, session, views, folders, worker) -> None:
+        self.server = server
+        self.state = server.state
+        self.ctrl = server.controller
+        self.session = session
+        self.views = views
+        self.folders = folders
+        self.worker = worker
+        self._play_task = None
+        self._freeze_task = None
+
+    # ------------------------------------------------------------ state
+    def declare_state(self) -> None:
+        """Every state variable the page uses, with its first value (one place)."""
+        from planner.catalog import load_probes
+        from planner.demo import list_demo_cases
+
+        s = self.state
+        s.note = palette.NOTE
+        s.title = self.session.title
+        s.description = self.session.description
+        s.error = ""
+        s.info = ""
+        s.cases = list_demo_cases()
+        s.window_presets = list(palette.WINDOW_PRESETS)
+        s.window_preset = "soft tissue"
+        s.window_width = 400.0
+        s.window_level = 40.0
+        s.volume_presets = ["off", *palette.VOLUME_PRESETS]
+        s.volume_preset = "off"
+        s.tissue_keys = []
+        s.visible_tissues = list(self.views.visible_tissues)
+        s.crosshair_text = ""
+        for name in ("axial", "coronal", "sagittal", "probe"):
+            s[f"slice_{name}"] = ""
+        s.click_mode = "crosshair"
+        s.probe_models = [{"title": model.label, "value": key} for key, model in load_probes().items()]
+        s.new_model = "n2o-14g"
+        for key in ("tip_x", "tip_y", "tip_z", "entry_x", "entry_y", "entry_z"):
+            s[key] = ""
+        s.probes = []
+        s.selected_probe = None
+        s.nerves = []
+        s.trace_count = 0
+        s.new_nerve_name = ""
+        s.new_nerve_radius = 1.0
+        s.protocol = []
+        s.step_kinds = list(STEP_KINDS)
+        s.snapshot_every = self.session.snapshot_every_s
+        s.grid_choices = list(GRID_CHOICES)
+        s.grid_choice = "coarse (1 mm, fast)"
+        s.freeze_running = False
+        s.freeze_progress = 0
+        s.freeze_status = "no freeze computed yet"
+        s.snapshot_count = 0
+        s.snapshot_index = 0
+        s.snapshot_label = ""
+        s.playing = False
+        s.metrics = []
+        s.legend = [{"text": text, "color": palette.to_hex(color)} for text, color in palette.legend_entries()]
+        s.files = self.folders.listing()
+        s.file_choice = None
+        s.upload = None
+        s.plan_name = self.session.plan_name
+        s.can_save = self.folders.writable is not None
+
+        s.change("window_preset")(self.on_window_preset)
+        s.change("window_width", "window_level")(self.on_window_numbers)
+        s.change("volume_preset")(self.on_volume_preset)
+        s.change("visible_tissues")(self.on_visible_tissues)
+        s.change("snapshot_index")(self.on_snapshot)
+        s.change("upload")(self.on_upload)
+        s.change("selected_probe")(self.on_selected_probe)
+
+    # ------------------------------------------------------------ refresh
+    def push_3d(self) -> None:
+        self.ctrl.view_update()
+
+    def refresh_slices(self) -> None:
+        for name in ("axial", "coronal", "sagittal", "probe"):
+            self.state[f"slice_{name}"] = self.views.slice_url(name)
+        self.state.crosshair_text = _fmt(self.session.crosshair)
+
+    def refresh_probes(self) -> None:
+        rows = []
+        for index, probe in enumerate(self.session.probes):
+            try:
+                warnings = self.session.probe_warnings(index)
+            except PlannerError as error:
+                warnings = [str(error)]
+            rows.append({"index": index, "name": probe.name, "model": probe.model, "tip": _fmt(probe.tip),
+                         "entry": _fmt(probe.entry), "warnings": warnings})
+        self.state.probes = rows
+
+    def refresh_nerves(self) -> None:
+        self.state.nerves = [
+            {"index": i, "name": n.name, "radius": round(float(n.radius_mm), 2), "target": bool(n.target),
+             "length": round(float(n.length_mm), 1)}
+            for i, n in enumerate(self.session.nerves)
+        ]
+        self.state.trace_count = len(self.views.trace_points)
+
+    def refresh_protocol(self) -> None:
+        self.state.protocol = [{"kind": s.kind, "duration": float(s.duration_s)} for s in self.session.protocol]
+
+    def refresh_result(self) -> None:
+        result = self.session.result
+        s = self.state
+        if result is None:
+            s.snapshot_count, s.snapshot_index, s.snapshot_label, s.metrics = 0, 0, "", []
+            return
+        s.snapshot_count = len(result.snapshot_times)
+        index = self.views.snapshot % len(result.snapshot_times)
+        s.snapshot_label = f"t = {result.snapshot_times[index]:.0f} s"
+        s.metrics = self.metrics(index)
+
+    def refresh_all(self) -> None:
+        """After loading: every list, the 3D scene and the slices."""
+        s = self.state
+        s.title = self.session.title
+        s.description = self.session.description
+        s.plan_name = self.session.plan_name
+        self.views.rebuild()
+        s.tissue_keys = self.views.tissue_keys()
+        window = self.views.window
+        with s:
+            s.window_preset = window.name if window.name in palette.WINDOW_PRESETS else None
+            s.window_width, s.window_level = float(window.width), float(window.level)
+        self.refresh_probes()
+        self.refresh_nerves()
+        self.refresh_protocol()
+        self.refresh_result()
+        self.refresh_slices()
+        self.push_3d()
+        self.ctrl.view_reset_camera()
+
+    # ------------------------------------------------------------ metrics
+    def metrics(self, snapshot: int) -> list[dict]:
+        """Plain-words numbers at one snapshot: isotherm volumes, nerve temperatures, coldest skin."""
+        from planner.labels import Tissue
+        from planner.scene.slices import sample_temperature
+
+        result = self.session.result
+        rows = [{"label": "time", "value": f"{result.snapshot_times[snapshot]:.0f} s"}]
+        for level in self.session.isotherms_c:
+            volume = result.isotherm_volume_ml(level, snapshot)
+            rows.append({"label": f"ice below {level:g} \N{DEGREE SIGN}C", "value": f"{volume:.2f} ml"})
+        for nerve in self.session.nerves:
+            points = nerve.resampled(0.25).centreline if hasattr(nerve, "resampled") else nerve.centreline
+            temps = sample_temperature(result, points, snapshot=snapshot)
+            near = result.grid.world_to_local(points)
+            low, high = result.grid.bounds_local()
+            inside = np.all((near >= low) & (near <= high), axis=1)
+            if not np.any(inside):
+                continue
+            below20 = float(np.mean(temps < -20.0)) * nerve.length_mm
+            below0 = float(np.mean(temps < 0.0)) * nerve.length_mm
+            rows.append({
+                "label": f"nerve {nerve.name}",
+                "value": f"coldest {temps.min():.1f} \N{DEGREE SIGN}C; centreline below -20 \N{DEGREE SIGN}C: "
+                         f"{below20:.1f} mm, below 0 \N{DEGREE SIGN}C: {below0:.1f} mm",
+            })
+        labels = self.session.labels
+        if labels is not None:
+            skin = np.argwhere(np.asarray(labels.array) == Tissue.SKIN)
+            if len(skin):
+                world = labels.index_to_world(skin[:, ::-1])
+                local = result.grid.world_to_local(world)
+                low, high = result.grid.bounds_local()
+                inside = np.all((local >= low) & (local <= high), axis=1)
+                if np.any(inside):
+                    coldest = float(sample_temperature(result, world[inside], snapshot=snapshot).min())
+                    verdict = "frozen: risk of skin injury" if coldest < 0 else "not frozen"
+                    rows.append({"label": "coldest skin", "value": f"{coldest:.1f} \N{DEGREE SIGN}C ({verdict})"})
+        if not self.session.result_is_current:
+            rows.append({"label": "note", "value": "probes or protocol changed since this freeze: run it again"})
+        return rows
+
+    # ------------------------------------------------------------ loading
+    @user_errors
+    def load_demo(self, name: str) -> None:
+        self.state.error = ""
+        self.session.load_demo(name)
+        self.views.selected_probe = None
+        self.views.trace_points = []
+        self.state.selected_probe = None
+        self.refresh_all()
+        self.state.info = f"loaded demo case {name}"
+
+    @user_errors
+    def open_file(self, choice: str | None = None) -> None:
+        choice = choice if choice is not None else self.state.file_choice
+        if not choice:
+            raise InputError("choose a file first")
+        self.state.error = ""
+        path = self.folders.resolve(choice)
+        self._open_path(path)
+
+    def _open_path(self, path) -> None:
+        kind = file_kind(path.name) if path.is_file() else "volume"
+        if kind == "plan":
+            from planner.plan import load_plan
+
+            plan = load_plan(path)
+            self.session.load_plan(plan, path)
+        else:
+            self.session.load_volume_file(path)
+        self.views.selected_probe = 0 if self.session.probes else None
+        self.views.trace_points = []
+        self.state.selected_probe = self.views.selected_probe
+        self.refresh_all()
+        self.state.info = f"opened {path.name}"
+
+    @user_errors
+    def on_upload(self, upload=None, **_) -> None:
+        if not upload:
+            return
+        from trame.app.file_upload import ClientFile
+
+        uploaded = ClientFile(upload[0] if isinstance(upload, list) else upload)
+        self.state.error = ""
+        name = uploaded.name or "upload"
+        content = uploaded.content or b""
+        try:
+            kind = file_kind(name)
+            if kind is None:
+                raise InputError(f"{name}: not a plan (.json) or an image ({', '.join(('.nii.gz', '.nrrd', '.mha', '.vti', '.inv3'))})")
+            if kind == "plan" and self.folders.writable is None:
+                try:
+                    text = content.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise InputError(f"{name}: not UTF-8 text") from None
+                plan = parse_plan_text(text, source=name)
+                self.session.load_plan(plan, None)
+                self.views.selected_probe = 0 if self.session.probes else None
+                self.refresh_all()
+            else:
+                path = self.folders.store_upload(name, content)
+                try:
+                    self._open_path(path)
+                except PlannerError:
+                    path.unlink(missing_ok=True)  # keep the folder free of files that do not open
+                    raise
+                self.state.files = self.folders.listing()
+            self.state.info = f"opened upload {name}"
+        finally:
+            self.state.upload = None
+
+    # ------------------------------------------------------------ plan files
+    def plan_json(self) -> str:
+        """Trigger: the plan as JSON text, for download."""
+        self.session.plan_name = (self.state.plan_name or "plan").strip() or "plan"
+        return plan_text(self.session, plan_folder=None)
+
+    @user_errors
+    def save_plan(self) -> None:
+        from planner.plan import save_plan
+
+        self.state.error = ""
+        self.session.plan_name = (self.state.plan_name or "plan").strip() or "plan"
+        path = self.folders.plan_path(self.session.plan_name)
+        save_plan(self.session.to_plan(plan_folder=path.parent), path)
+        self.state.files = self.folders.listing()
+        self.state.info = f"saved {path.relative_to(self.folders.writable).as_posix()}"
+
+    def screenshot(self, name: str):
+        """Trigger: PNG bytes of a view (``"3d"`` or a slice name), as a binary attachment."""
+        from planner.scene.slices import encode_png
+
+        if name == "3d":
+            content = self.views.screenshot_3d()
+        else:
+            picture = self.views.slice_picture(name)
+            if picture is None:
+                return None
+            content = encode_png(picture[0], compress_level=6)
+        return self.server.protocol.addAttachment(content)
+
+    # ------------------------------------------------------------ views
+    def on_window_preset(self, window_preset=None, **_) -> None:
+        if window_preset in palette.WINDOW_PRESETS:
+            preset = palette.WINDOW_PRESETS[window_preset]
+            with self.state:
+                self.state.window_width, self.state.window_level = preset.width, preset.level
+
+    def on_window_numbers(self, window_width=None, window_level=None, **_) -> None:
+        try:
+            width, level = float(window_width), float(window_level)
+        except (TypeError, ValueError):
+            return
+        if width <= 0:
+            return
+        from planner.scene.palette import WindowPreset
+
+        self.views.window = WindowPreset(self.state.window_preset or "custom", width, level, "")
+        self.refresh_slices()
+
+    @user_errors
+    def on_volume_preset(self, volume_preset=None, **_) -> None:
+        self.views.set_volume_preset(volume_preset or "off")
+        self.push_3d()
+
+    def on_visible_tissues(self, visible_tissues=None, **_) -> None:
+        self.views.set_visible_tissues(visible_tissues or [])
+        self.push_3d()
+
+    @user_errors
+    def slice_click(self, name: str, x: float, y: float, width: float, height: float) -> None:
+        point = self.views.click_to_world(name, x, y, width, height)
+        if point is None:
+            return
+        self.state.error = ""
+        mode = self.state.click_mode
+        index = self.views.selected_probe
+        if mode == "crosshair" or name == "probe" and mode not in ("tip", "entry"):
+            if name != "probe":
+                self.session.crosshair = np.asarray(point, dtype=float)
+        elif mode in ("tip", "entry"):
+            if index is None:
+                for axis, value in zip("xyz", point):
+                    self.state[f"{mode}_{axis}"] = f"{value:.1f}"
+                self.state.info = f"{mode} set in the new-probe fields; press Add probe"
+            else:
+                self.session.set_probe(index, **{mode: point})
+                self._probes_changed()
+                return
+        elif mode == "nerve":
+            self.views.trace_points.append(np.asarray(point, dtype=float))
+            self.views.update_nerves()
+            self.refresh_nerves()
+            self.push_3d()
+        self.refresh_slices()
+
+    def set_crosshair_text(self) -> None:
+        try:
+            values = [float(v) for v in str(self.state.crosshair_text).replace(",", " ").split()]
+            if len(values) != 3:
+                raise ValueError
+        except ValueError:
+            self.state.error = "crosshair: expected three numbers x, y, z in mm"
+            return
+        self.session.crosshair = np.asarray(values)
+        self.refresh_slices()
+
+    # ------------------------------------------------------------ probes
+    def _probes_changed(self) -> None:
+        self.views.update_probes()
+        self.refresh_probes()
+        self.refresh_result()
+        self.refresh_slices()
+        self.push_3d()
+
+    def _typed(self, prefix: str):
+        values = []
+        for axis in "xyz":
+            text = self.state[f"{prefix}_{axis}"]
+            try:
+                values.append(float(text))
+            except (TypeError, ValueError):
+                raise InputError(f"{prefix} {axis}: expected a number of mm, got {text!r}") from None
+        return values
+
+    @user_errors
+    def add_probe(self) -> None:
+        self.state.error = ""
+        index = self.session.add_probe(self.state.new_model, self._typed("tip"), self._typed("entry"))
+        self.views.selected_probe = index
+        with self.state:
+            self.state.selected_probe = index
+        self.session.crosshair = np.asarray(self.session.probes[index].tip, dtype=float)
+        self._probes_changed()
+        self.state.info = f"probe {self.session.probes[index].name} added"
+
+    @user_errors
+    def apply_typed(self) -> None:
+        index = self.views.selected_probe
+        if index is None:
+            raise InputError("select a probe first (or press Add probe)")
+        self.state.error = ""
+        self.session.set_probe(index, tip=self._typed("tip"), entry=self._typed("entry"))
+        self._probes_changed()
+
+    def on_selected_probe(self, selected_probe=None, **_) -> None:
+        index = selected_probe if isinstance(selected_probe, int) and 0 <= selected_probe < len(self.session.probes) else None
+        self.views.selected_probe = index
+        if index is not None:
+            probe = self.session.probes[index]
+            for prefix, point in (("tip", probe.tip), ("entry", probe.entry)):
+                for axis, value in zip("xyz", point):
+                    self.state[f"{prefix}_{axis}"] = f"{value:.1f}"
+        self.views.update_probes()
+        self.refresh_slices()
+        self.push_3d()
+
+    @user_errors
+    def delete_probe(self, index: int) -> None:
+        self.session.delete_probe(int(index))
+        self.views.selected_probe = None
+        with self.state:
+            self.state.selected_probe = None
+        self._probes_changed()
+
+    @user_errors
+    def nudge(self, axis: str, step_mm: float) -> None:
+        index = self.views.selected_probe
+        if index is None:
+            raise InputError("select a probe to move")
+        if axis == "shaft":
+            self.session.advance_probe(index, float(step_mm))
+        else:
+            offset = np.zeros(3)
+            offset["xyz".index(axis)] = float(step_mm)
+            self.session.nudge_probe(index, offset)
+        self.on_selected_probe(index)
+        self._probes_changed()
+
+    # ------------------------------------------------------------ nerves
+    @user_errors
+    def finish_nerve(self) -> None:
+        self.session.add_nerve(self.views.trace_points, radius_mm=float(self.state.new_nerve_radius or 1.0),
+                               name=self.state.new_nerve_name or "")
+        self.views.trace_points = []
+        self._nerves_changed()
+
+    def clear_trace(self) -> None:
+        self.views.trace_points = []
+        self._nerves_changed()
+
+    @user_errors
+    def nerves_from_labels(self) -> None:
+        count = self.session.nerves_from_labels()
+        self.state.info = f"{count} nerve(s) found in the label map"
+        self._nerves_changed()
+
+    @user_errors
+    def update_nerve(self, index: int, name: str, radius) -> None:
+        self.session.update_nerve(int(index), name=name, radius_mm=float(radius))
+        self._nerves_changed()
+
+    @user_errors
+    def delete_nerve(self, index: int) -> None:
+        self.session.delete_nerve(int(index))
+        self._nerves_changed()
+
+    def _nerves_changed(self) -> None:
+        self.views.update_nerves()
+        self.refresh_nerves()
+        self.refresh_probes()
+        self.refresh_slices()
+        self.push_3d()
+
+    # ------------------------------------------------------------ protocol and freeze
+    @user_errors
+    def set_protocol(self, steps) -> None:
+        try:
+            self.session.set_protocol([(step["kind"], step["duration"]) for step in steps])
+        finally:
+            self.refresh_protocol()  # show the session's protocol (unchanged after a bad edit)
+
+    @user_errors
+    def edit_step(self, index: int, key: str, value) -> None:
+        steps = [dict(step) for step in self.state.protocol]
+        steps[int(index)][key] = value
+        self.set_protocol(steps)
+
+    @user_errors
+    def set_snapshot_every(self, value) -> None:
+        self.session.set_snapshot_every(float(value))
+        self.state.snapshot_every = self.session.snapshot_every_s
+
+    @user_errors
+    def add_step(self) -> None:
+        steps = list(self.state.protocol) + [{"kind": "freeze", "duration": 60.0}]
+        self.set_protocol(steps)
+
+    @user_errors
+    def remove_step(self, index: int) -> None:
+        steps = [step for i, step in enumerate(self.state.protocol) if i != int(index)]
+        self.set_protocol(steps)
+
+    @user_errors
+    def start_freeze(self) -> None:
+        if not self.session.probes:
+            raise InputError("add a probe before running a freeze")
+        self.state.error = ""
+        spacing = GRID_CHOICES.get(self.state.grid_choice)
+        labels = self.session.labels if self.session.tissue.source != "homogeneous" else None
+        plan_json = plan_text(self.session)
+        key = self.session.plan_key()
+        self.worker.submit(plan_json, labels, spacing_mm=spacing)
+        self.state.freeze_running = True
+        self.state.freeze_progress = 0
+        self.state.freeze_status = "starting the solver..."
+        from trame.app import asynchronous
+
+        self._freeze_task = asynchronous.create_task(self._follow_freeze(key))
+
+    def cancel_freeze(self) -> None:
+        self.worker.cancel()
+        self.state.freeze_status = "cancelling..."
+
+    async def _follow_freeze(self, key: str) -> None:
+        while True:
+            await asyncio.sleep(FREEZE_POLL_S)
+            messages = self.worker.poll()
+            with self.state:
+                for kind, _job, payload in messages:
+                    if kind == "progress":
+                        self.state.freeze_progress = round(100 * payload, 1)
+                        self.state.freeze_status = f"freezing... {100 * payload:.0f} %"
+                    elif kind == "done":
+                        self.session.result = payload
+                        self.session.result_key = key
+                        self.views.new_result()
+                        self.state.freeze_running = False
+                        self.state.freeze_progress = 100
+                        self.state.freeze_status = (f"done: {len(payload.snapshot_times)} snapshots, "
+                                                    f"{payload.run_time_s:.1f} s of solver time")
+                        self.state.snapshot_index = len(payload.snapshot_times) - 1
+                        self.refresh_result()
+                        self.refresh_slices()
+                        self.push_3d()
+                    elif kind == "cancelled":
+                        self.state.freeze_running = False
+                        self.state.freeze_status = "cancelled"
+                    elif kind == "error":
+                        self.state.freeze_running = False
+                        self.state.freeze_status = "failed"
+                        self.state.error = str(payload).splitlines()[0]
+                if not self.state.freeze_running:
+                    return
+
+    def on_snapshot(self, snapshot_index=None, **_) -> None:
+        if self.session.result is None or snapshot_index is None:
+            return
+        count = len(self.session.result.snapshot_times)
+        self.views.snapshot = int(snapshot_index) % count
+        self.views.update_isotherms()
+        self.refresh_result()
+        self.refresh_slices()
+        self.push_3d()
+
+    def toggle_play(self) -> None:
+        if self.state.playing:
+            self.state.playing = False
+            return
+        if self.session.result is None:
+            return
+        self.state.playing = True
+        from trame.app import asynchronous
+
+        self._play_task = asynchronous.create_task(self._play())
+
+    async def _play(self) -> None:
+        count = len(self.session.result.snapshot_times)
+        if self.state.snapshot_index >= count - 1:
+            with self.state:
+                self.state.snapshot_index = 0
+        while self.state.playing and self.session.result is not None:
+            await asyncio.sleep(PLAY_INTERVAL_S)
+            with self.state:
+                if self.state.snapshot_index >= count - 1:
+                    self.state.playing = False
+                    break
+                self.state.snapshot_index = self.state.snapshot_index + 1
