@@ -230,15 +230,15 @@ def rasterise(grid: ThermalGrid, shape, *, max_link_scale: float = 4.0) -> Regio
                     d_n = shape.axis_distance(centre_n[~p_inside])
                     ratio = np.maximum(d_n / shape.radius, 1.0 + 1e-6)
                     scale[~p_inside] = (np.pi / 2) / np.log(ratio)
-                    if not notes:
-                        notes.append(
-                            f"probe radius {shape.radius:.3g} mm is below the cell size here: "
-                            "treated as a line of held cells with log-profile (well-model) links"
-                        )
             link_tissue.append(tissue_flat)
             link_held.append(held_here)
             link_coef.append(1.0 / (width * distance) * 1e6)  # 1/mm2 -> 1/m2
             link_scale.append(np.clip(scale, 0.1, max_link_scale))
+    if isinstance(shape, Cylinder) and shape.radius < grid.spacing:
+        notes.append(
+            f"probe radius {shape.radius:.3g} mm is below the cell size {grid.spacing:.3g} mm: held as a line "
+            "of cells, its links to the tissue corrected to the true radius (cut-cell / log-profile)"
+        )
     cat = lambda parts, dtype: np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)  # noqa: E731
     area = 0.0
     if isinstance(shape, Cylinder):

@@ -67,6 +67,14 @@ class ThermalResult:
     notes: list[str] = field(default_factory=list)
     final_enthalpy: np.ndarray | None = None
 
+    def __repr__(self) -> str:
+        times = ", ".join(f"{t:g}" for t in self.snapshot_times[:6])
+        more = ", ..." if len(self.snapshot_times) > 6 else ""
+        return (
+            f"ThermalResult({self.grid!r}, snapshots at [{times}{more}] s, {self.steps} steps, "
+            f"min {float(self.min_temperature.min()):.1f} degC, {self.run_time_s:.2f} s)"
+        )
+
     # --------------------------------------------------------------- volumes
     def _as_volume(self, values: np.ndarray, *, name: str, spacing: float | None = None) -> Volume:
         affine, shape = self.grid.uniform_affine(spacing)

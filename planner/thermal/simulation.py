@@ -145,7 +145,7 @@ def simulate(
     the probe cells' own temperature as the surface temperature. During a passive thaw,
     or when a step does not drive a probe, its active cells behave as the surrounding
     tissue (the probe's small heat capacity is neglected). Active thaw holds the active
-    segment at ``thaw_temperature``.
+    segment at ``thaw_temperature``, approached with the probe's ``cooldown_time``.
     """
     probes = list(probes)
     if len(probes) == 0:

@@ -307,6 +307,8 @@ def _solve(grid, tissue_index, tissues, phases, *, initial_temperature, arterial
         raise InputError("protocol: needs at least one step (got none)")
     if method not in ("rkl2", "euler"):
         raise InputError(f"method must be 'rkl2' or 'euler', got {method!r}")
+    if not np.all(np.isfinite(np.asarray(initial_temperature, dtype=float))):
+        raise InputError("initial_temperature must be finite everywhere")
     if max_step is None:
         coldest_guess = min([float(np.min(initial_temperature))]
                             + [b.target for p in phases for b in p.held]
