@@ -12,6 +12,7 @@ from planner.anatomy import (
     skin_crossing,
     skin_normal,
     tissue_surfaces,
+    trace_nerve,
 )
 from planner.demo import build_demo_case
 from planner.labels import Tissue
@@ -52,6 +53,18 @@ def test_nerves_from_the_labels_match_the_case_centrelines(case, case_nerves):
         assert abs(nerve.length_mm - truth.length_mm) < 1.0
         assert abs(nerve.radius_mm - truth.radius_mm) < 0.25
     assert matched == {0, 1, 2}
+
+
+def test_a_trace_on_the_ct_between_two_clicks_keeps_to_the_barely_visible_nerve(case, case_nerves):
+    """On CT the nerve (35 HU in a thin fat cuff) hardly differs from muscle, and the bright
+    pleura runs 2 mm below it: the trace must keep to the nerve, not cut the chord or
+    follow the pleura."""
+    truth = case_nerves[[n.name for n in case.nerves].index(case.target_nerve.name)]
+    clicks = case.target_nerve.points[[10, 130]]  # 47 mm apart along the nerve
+    traced = trace_nerve(case.ct, clicks, radius_mm=case.target_nerve.radius_mm)
+    assert truth.distance_to(traced.centreline).max() < 1.5
+    chord = Nerve("chord", clicks, 1.0).resampled(0.5)
+    assert truth.distance_to(chord.centreline).max() > 2.5  # a straight line would fail
 
 
 def test_the_suggested_path_is_clear_and_its_placement_reads_right(case, case_nerves, depth_direction):

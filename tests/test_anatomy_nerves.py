@@ -196,6 +196,10 @@ def test_trace_refuses_bad_points():
         trace_nerve(volume, [on_arc(0.5), [500.0, 0.0, 0.0]], radius_mm=1.5)
     with pytest.raises(InputError, match="radius_mm"):
         trace_nerve(volume, on_arc([0.5, 2.6]), radius_mm=0.0)
+    with pytest.raises(InputError, match="tubularity_weight"):
+        trace_nerve(volume, on_arc([0.5, 2.6]), radius_mm=1.5, tubularity_weight=1.0)
+    with pytest.raises(InputError, match="ridge"):
+        trace_nerve(volume, on_arc([0.5, 2.6]), radius_mm=1.5, ridge="up")
 
 
 # ---------------------------------------------------------------------------- (c) polyline

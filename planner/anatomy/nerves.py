@@ -13,7 +13,7 @@ Three ways to make one:
   transform.
 - :func:`trace_nerve`: a minimal-cost path through an image between two or more clicked
   points, on a cost built from similarity to the intensity at the clicked points and
-  from tubularity (Sato's vesselness). Nerves are invisible on CT, so this also follows
+  from tubularity (Frangi's vesselness). Nerves are invisible on CT, so this also follows
   landmarks: the dark groove under a rib, a canal in bone.
 - :func:`nerve_from_polyline`: the clicked points themselves, with a radius.
 """
@@ -636,21 +636,37 @@ def _check_trace_points(volume: Volume, points) -> np.ndarray:
     return points
 
 
-def _reference_intensity(volume: Volume, points: np.ndarray, radius_mm: float):
-    """Median and spread of the image within ``radius_mm`` of the clicked points."""
-    samples = []
-    spacing = volume.spacing
-    reach = np.maximum(np.ceil(radius_mm / spacing), 1).astype(int)
-    offsets = np.stack(
-        np.meshgrid(*[np.arange(-r, r + 1) for r in reach], indexing="ij"), axis=-1
-    ).reshape(-1, 3)
-    offsets = offsets[np.linalg.norm(offsets * spacing, axis=1) <= max(radius_mm, spacing.min())]
+def _ball_offsets(spacing: np.ndarray, inner_mm: float, outer_mm: float) -> np.ndarray:
+    """Voxel offsets ``(M, 3)`` (i, j, k) whose centres lie between two radii (mm)."""
+    reach = np.maximum(np.ceil(outer_mm / spacing), 1).astype(int)
+    offsets = np.stack(np.meshgrid(*[np.arange(-r, r + 1) for r in reach], indexing="ij"), axis=-1).reshape(-1, 3)
+    distance = np.linalg.norm(offsets * spacing, axis=1)
+    return offsets[(distance >= inner_mm) & (distance <= outer_mm)]
+
+
+def _values_near(volume: Volume, points: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     upper = np.array(volume.shape_xyz) - 1
+    samples = []
     for point in points:
         ijk = np.clip(np.rint(volume.world_to_index(point)).astype(int) + offsets, 0, upper)
         samples.append(np.asarray(volume.array[ijk[:, 2], ijk[:, 1], ijk[:, 0]], dtype=float))
-    values = np.concatenate(samples)
-    return float(np.median(values)), float(np.std(values))
+    return np.concatenate(samples)
+
+
+def _reference_intensity(volume: Volume, points: np.ndarray, radius_mm: float):
+    """Intensity of the structure at the clicked points and of what surrounds it.
+
+    Returns ``(core, spread, surround)``: the median within 0.6 radius of the points
+    (at least the voxel itself), a robust spread of those values (1.4826 MAD), and the
+    median of a shell 1.5 to 3 radii out.
+    """
+    spacing = volume.spacing
+    core = _values_near(volume, points, _ball_offsets(spacing, 0.0, max(0.6 * radius_mm, 1e-9)))
+    shell = _values_near(volume, points, _ball_offsets(spacing, 1.5 * radius_mm, max(3.0 * radius_mm, 1.5 * spacing.max())))
+    reference = float(np.median(core))
+    spread = 1.4826 * float(np.median(np.abs(core - reference)))
+    surround = float(np.median(shell)) if shell.size else reference
+    return reference, spread, surround
 
 
 def trace_nerve(
@@ -661,7 +677,7 @@ def trace_nerve(
     name: str = "nerve",
     target: bool = True,
     ridge: str = "auto",
-    tubularity_weight: float = 1.0,
+    tubularity_weight: float = 0.5,
     intensity_weight: float = 1.0,
     margin_mm: float = TRACE_MARGIN_MM,
     step_mm: float = DEFAULT_STEP_MM,
@@ -672,12 +688,18 @@ def trace_nerve(
     path (``skimage.graph.MCP_Geometric``, step lengths in mm) on a sub-volume cropped
     around the pair. The cost of travelling 1 mm through a voxel is ::
 
-        0.05 + intensity_weight * d_I + tubularity_weight * (1 - V)
+        (0.05 + intensity_weight * d_I) * (1 - tubularity_weight * V)
 
     where ``d_I`` in [0, 1] grows with the squared difference between the lightly
     smoothed image and the median intensity at the clicked points (saturating at four
-    spreads), and ``V`` in [0, 1] is Sato's tubularity at the nerve's scale, normalised
-    in the crop. The path passes exactly through every clicked point.
+    spreads; the spread is the larger of twice the noise at the clicks and half the
+    contrast with a shell 1.5-3 radii around them), and ``V`` in [0, 1] is Frangi's
+    vesselness at the nerve's scale divided by its value at the clicked points (capped
+    at 1). Intensity leads; tubularity only makes a tube-like stretch cheaper, by at most
+    the factor ``1 - tubularity_weight``. Frangi's measure, unlike Sato's, ignores sheets,
+    which matters on CT: a nerve there is barely visible and a bright sheet nearby (the
+    pleura under an intercostal nerve) would otherwise draw the path. The path passes
+    exactly through every clicked point.
 
     Parameters
     ----------
@@ -692,9 +714,11 @@ def trace_nerve(
         Of the returned nerve.
     ridge : {"auto", "dark", "bright"}
         Whether the structure is darker or brighter than its surroundings; ``"auto"``
-        compares the clicked points with the crop's median.
-    tubularity_weight, intensity_weight : float
-        Weights of the two cost terms (>= 0).
+        compares the clicked points with a shell 1.5-3 radii around them.
+    tubularity_weight : float
+        0 to below 1: how much cheaper a voxel as tube-like as the clicked structure is.
+    intensity_weight : float
+        Weight of the intensity term (>= 0).
     margin_mm : float
         Room around each pair of points, mm; at least 30 % of the pair's distance is used.
     step_mm : float
@@ -712,7 +736,7 @@ def trace_nerve(
         bad options.
     """
     from scipy import ndimage
-    from skimage.filters import sato
+    from skimage.filters import frangi
     from skimage.graph import MCP_Geometric
 
     source = volume.metadata.get("source", "image")
@@ -722,16 +746,24 @@ def trace_nerve(
         raise InputError(f"trace_nerve ridge: expected 'auto', 'dark' or 'bright', got {ridge!r}")
     if not np.isfinite(radius_mm) or radius_mm <= 0:
         raise InputError(f"trace_nerve radius_mm: must be > 0 mm, got {radius_mm!r}")
-    for label, weight in (("tubularity_weight", tubularity_weight), ("intensity_weight", intensity_weight)):
-        if not np.isfinite(weight) or weight < 0:
-            raise InputError(f"trace_nerve {label}: must be >= 0, got {weight!r}")
+    if not np.isfinite(intensity_weight) or intensity_weight < 0:
+        raise InputError(f"trace_nerve intensity_weight: must be >= 0, got {intensity_weight!r}")
+    if not np.isfinite(tubularity_weight) or not 0 <= tubularity_weight < 1:
+        raise InputError(f"trace_nerve tubularity_weight: must be in [0, 1), got {tubularity_weight!r}")
     points = _check_trace_points(volume, points)
-    reference, reference_spread = _reference_intensity(volume, points, radius_mm)
+    reference, noise, surround = _reference_intensity(volume, points, radius_mm)
+    # The structure stands out from what is right around it (a nerve in its fat cuff, a
+    # groove beside bone), not necessarily from the whole crop.
+    contrast = abs(surround - reference)
+    spread = max(2.0 * noise, contrast / 2.0, 1e-6 * max(abs(reference), 1.0))
+    dark = (reference < surround) if ridge == "auto" else (ridge == "dark")
 
     spacing_ijk = volume.spacing
     spacing_kji = spacing_ijk[::-1]
     radius_voxels = radius_mm / float(np.mean(spacing_ijk))
+    sigmas = sorted({max(0.5, 0.7 * radius_voxels), max(0.7, radius_voxels)})
     upper = np.array(volume.shape_xyz) - 1
+    near_click = _ball_offsets(spacing_ijk, 0.0, max(0.6 * radius_mm, 1e-9))
     pieces: list[np.ndarray] = []
     for first, second in zip(points[:-1], points[1:]):
         a_ijk, b_ijk = volume.world_to_index(first), volume.world_to_index(second)
@@ -743,16 +775,20 @@ def trace_nerve(
         crop = np.asarray(volume.array[box], dtype=np.float32)
 
         smoothed = ndimage.gaussian_filter(crop, sigma=np.maximum(0.5 * radius_mm / spacing_kji, 0.5))
-        background = float(np.median(smoothed))
-        contrast = abs(background - reference)
-        spread = max(2.0 * reference_spread, contrast / 3.0, 1e-6 * max(abs(reference), 1.0))
         intensity_cost = np.minimum(((smoothed - reference) / spread) ** 2, 16.0) / 16.0
-        dark = (reference < background) if ridge == "auto" else (ridge == "dark")
-        sigmas = sorted({max(0.5, 0.7 * radius_voxels), max(0.7, radius_voxels)})
-        tubular = sato(crop, sigmas=sigmas, black_ridges=dark, mode="reflect")
+        tubular = frangi(crop, sigmas=sigmas, black_ridges=dark, mode="reflect")
+        # Tubularity relative to the clicked structure's own: as tubular as it, or more,
+        # costs nothing (bone plates and edges elsewhere must not set the scale).
+        clicked = []
+        for ijk in (a_ijk, b_ijk):
+            voxels = np.clip(np.rint(ijk).astype(int) + near_click, low, high - 1) - low
+            clicked.append(tubular[voxels[:, 2], voxels[:, 1], voxels[:, 0]])
+        scale = float(np.median(np.concatenate(clicked)))
         top = float(np.percentile(tubular, 99.9)) if tubular.size else 0.0
-        tubular = np.clip(tubular / top, 0.0, 1.0) if top > 0 else np.zeros_like(tubular)
-        cost = 0.05 + intensity_weight * intensity_cost + tubularity_weight * (1.0 - tubular)
+        if scale < 0.05 * top:  # clicks on something not tubular at this scale
+            scale = top
+        tubular = np.clip(tubular / scale, 0.0, 1.0) if scale > 0 else np.zeros_like(tubular)
+        cost = (0.05 + intensity_weight * intensity_cost) * (1.0 - tubularity_weight * tubular)
 
         start = tuple(np.clip(np.rint(a_ijk), low, high - 1).astype(int)[::-1] - low[::-1])
         end = tuple(np.clip(np.rint(b_ijk), low, high - 1).astype(int)[::-1] - low[::-1])
