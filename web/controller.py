@@ -119,6 +119,7 @@ class Controller:
         s.change("snapshot_index")(self.on_snapshot)
         s.change("upload")(self.on_upload)
         s.change("selected_probe")(self.on_selected_probe)
+        self.ctrl.focus_probe = self.focus_probe
 
     # ------------------------------------------------------------ refresh
     def push_3d(self) -> None:
@@ -398,10 +399,11 @@ class Controller:
         self.refresh_slices()
         self.push_3d()
 
-    def _typed(self, prefix: str):
+    def _typed(self, prefix: str, numbers=None):
         values = []
-        for axis in "xyz":
-            text = self.state[f"{prefix}_{axis}"]
+        for i, axis in enumerate("xyz"):
+            text = self.state[f"{prefix}_{axis}"] if numbers is None else numbers[i]
+            self.state[f"{prefix}_{axis}"] = text
             try:
                 values.append(float(text))
             except (TypeError, ValueError):
@@ -409,23 +411,30 @@ class Controller:
         return values
 
     @user_errors
-    def add_probe(self) -> None:
+    def add_probe(self, *typed) -> None:
+        """Add a probe at typed coordinates (``typed``: tip x, y, z, entry x, y, z, as the page
+        sends them with the click; the state's fields when empty)."""
         self.state.error = ""
-        index = self.session.add_probe(self.state.new_model, self._typed("tip"), self._typed("entry"))
+        tip = self._typed("tip", typed[:3] if typed else None)
+        entry = self._typed("entry", typed[3:] if typed else None)
+        index = self.session.add_probe(self.state.new_model, tip, entry)
         self.views.selected_probe = index
         with self.state:
             self.state.selected_probe = index
         self.session.crosshair = np.asarray(self.session.probes[index].tip, dtype=float)
+        if len(self.session.probes) == 1:
+            self.views.focus_probe(index)  # the first probe: look at where the ice will grow
         self._probes_changed()
         self.state.info = f"probe {self.session.probes[index].name} added"
 
     @user_errors
-    def apply_typed(self) -> None:
+    def apply_typed(self, *typed) -> None:
         index = self.views.selected_probe
         if index is None:
             raise InputError("select a probe first (or press Add probe)")
         self.state.error = ""
-        self.session.set_probe(index, tip=self._typed("tip"), entry=self._typed("entry"))
+        self.session.set_probe(index, tip=self._typed("tip", typed[:3] if typed else None),
+                               entry=self._typed("entry", typed[3:] if typed else None))
         self._probes_changed()
 
     def on_selected_probe(self, selected_probe=None, **_) -> None:
@@ -438,6 +447,11 @@ class Controller:
                     self.state[f"{prefix}_{axis}"] = f"{value:.1f}"
         self.views.update_probes()
         self.refresh_slices()
+        self.push_3d()
+
+    def focus_probe(self) -> None:
+        index = self.views.selected_probe if self.views.selected_probe is not None else 0
+        self.views.focus_probe(index)
         self.push_3d()
 
     @user_errors

@@ -12,6 +12,8 @@ from trame.widgets import vtk as vtk_widgets
 from trame.widgets import vuetify3 as v3
 
 SLICE_CLICK_ARGS = "[{name}, $event.offsetX, $event.offsetY, $event.target.clientWidth, $event.target.clientHeight]"
+# The typed numbers go with the click: the page may not have sent the last keystrokes' state yet.
+TYPED_ARGS = "[tip_x, tip_y, tip_z, entry_x, entry_y, entry_z]"
 SCREENSHOT_JS = "utils.download('{name}.png', trigger('screenshot', ['{name}']), 'image/png')"
 
 
@@ -83,8 +85,8 @@ def probes_panel(c) -> None:
                 _number("y", "entry_y", "entry-y")
                 _number("z", "entry_z", "entry-z")
             with html.Div(classes="d-flex flex-wrap ga-1 mt-1"):
-                v3.VBtn("Add probe", click=c.add_probe, size="small", color="primary", id="add-probe")
-                v3.VBtn("Apply to selected", click=c.apply_typed, size="small", disabled=("selected_probe === null",),
+                v3.VBtn("Add probe", click=(c.add_probe, TYPED_ARGS), size="small", color="primary", id="add-probe")
+                v3.VBtn("Apply to selected", click=(c.apply_typed, TYPED_ARGS), size="small", disabled=("selected_probe === null",),
                         id="apply-probe")
             with html.Div(v_if="selected_probe !== null", classes="d-flex flex-wrap ga-1 mt-2"):
                 html.Span("Nudge 1 mm:", classes="text-caption")
@@ -93,6 +95,7 @@ def probes_panel(c) -> None:
                         v3.VBtn(f"{label}{axis}", size="x-small", click=(c.nudge, f"['{axis}', {sign}]"),
                                 id=f"nudge-{axis}{'m' if sign < 0 else 'p'}")
                 v3.VBtn("advance", size="x-small", click=(c.nudge, "['shaft', 1]"), id="nudge-advance")
+                v3.VBtn("3D: look at it", size="x-small", click=c.focus_probe, id="focus-probe")
                 v3.VBtn("withdraw", size="x-small", click=(c.nudge, "['shaft', -1]"), id="nudge-withdraw")
             with v3.VList(density="compact", id="probe-list"):
                 with v3.VListItem(v_for="p in probes", key="p.index", active=("selected_probe === p.index",),
@@ -203,7 +206,7 @@ def build(server, c, views) -> SinglePageWithDrawerLayout:
                       classes="ma-2", id="error", click_close="error = ''")
             v3.VAlert(text=("info",), v_if="info && !error", type="info", density="compact", variant="tonal",
                       classes="ma-2", id="info")
-            with v3.VExpansionPanels(multiple=True, model_value=(["files", "probes", "freeze"],), variant="accordion"):
+            with v3.VExpansionPanels(multiple=True, model_value=(["files", "probes", "freeze", "metrics"],), variant="accordion"):
                 files_panel(c)
                 view_panel(c)
                 probes_panel(c)

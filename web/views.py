@@ -125,6 +125,16 @@ class Views:
         self.snapshot = len(self.session.result.snapshot_times) - 1 if self.session.result is not None else -1
         self.update_isotherms()
 
+    def focus_probe(self, index: int, *, half_size_mm: float = 35.0) -> None:
+        """Point the 3D camera at a probe's tip from along its approach (a box of
+        ``2 * half_size_mm`` around the tip fills the view)."""
+        probes = self.session.placed_probes()
+        if not 0 <= index < len(probes):
+            return
+        tip = np.asarray(probes[index].tip, dtype=float)
+        view3d.frame_bounds(self.plotter, np.stack([tip - half_size_mm, tip + half_size_mm]),
+                            view=view3d.approach_view([probes[index]]))
+
     def screenshot_3d(self) -> bytes:
         """PNG of the 3D view as it is now."""
         import io
