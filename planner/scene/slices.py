@@ -418,7 +418,10 @@ class ProbeOverlay:
 def tube_overlay(line, color) -> TubeOverlay:
     """A :class:`TubeOverlay` from any centreline object: a :class:`planner.anatomy.Nerve`
     (``centreline``), a demo ``NerveLine``/``VesselLine`` or a plan nerve (``points``), with
-    ``radius_mm`` and optional per-point radii (``local_radii_mm()`` or ``radii_mm``)."""
+    ``radius_mm`` and optional per-point radii (``local_radii_mm()`` or ``radii_mm``). A
+    TubeOverlay is recoloured."""
+    if isinstance(line, TubeOverlay):
+        return TubeOverlay(line.name, line.points, line.radii, tuple(color))
     points = np.asarray(getattr(line, "centreline", None) if hasattr(line, "centreline") else line.points, dtype=float)
     if hasattr(line, "local_radii_mm"):
         radii = np.asarray(line.local_radii_mm(), dtype=float)

@@ -1,0 +1,172 @@
+"""web/ logic without a browser: data-folder safety, the session model, the solver worker."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from planner.errors import InputError
+from web.files import DataFolders, file_kind, safe_filename
+from web.state import Session
+
+DEMO_TIP = (-82.4, 81.5, -156.6)
+DEMO_ENTRY = (-92.0, 107.9, -153.7)
+
+
+# ---------------------------------------------------------------- files
+@pytest.fixture()
+def folders(tmp_path):
+    data = tmp_path / "data"
+    (data / "plans").mkdir(parents=True)
+    (data / "plans" / "a.json").write_text("{}")
+    (data / "ct.nii.gz").write_bytes(b"x")
+    (data / "notes.txt").write_text("not listed")
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (outside / "b.json").write_text("{}")
+    (data / "link").symlink_to(outside, target_is_directory=True)
+    return DataFolders.from_paths([data]), data, outside
+
+
+def test_listing_shows_plans_and_volumes_only_inside_the_folder(folders):
+    found, data, _ = folders
+    values = {item["value"]: item["kind"] for item in found.listing()}
+    assert values == {"0:ct.nii.gz": "volume", "0:plans/a.json": "plan"}
+
+
+@pytest.mark.parametrize("request_path", ["../secret/b.json", "0:../secret/b.json", "link/b.json",
+                                          "plans/../../secret/b.json", "3:plans/a.json"])
+def test_paths_outside_the_data_folders_are_refused(folders, request_path):
+    found, _, _ = folders
+    with pytest.raises(InputError):
+        found.resolve(request_path)
+
+
+def test_paths_inside_resolve(folders):
+    found, data, _ = folders
+    assert found.resolve("0:plans/a.json") == (data / "plans" / "a.json").resolve()
+    assert found.resolve("plans/../ct.nii.gz") == (data / "ct.nii.gz").resolve()
+    # An absolute path is read as relative to the folder, never as the machine's own.
+    assert found.resolve("/etc/passwd") == data.resolve() / "etc" / "passwd"
+
+
+def test_uploads_get_a_safe_new_name_inside_the_folder(folders):
+    found, data, _ = folders
+    first = found.store_upload("../../evil name.nii.gz", b"1")
+    second = found.store_upload("evil name.nii.gz", b"2")
+    assert first.parent == second.parent == data.resolve() / "uploads"
+    assert first.name == "evil_name.nii.gz" and second.name == "evil_name-1.nii.gz"
+    assert found.plan_path("../x").parent == data.resolve() / "plans"
+
+
+def test_without_a_data_folder_nothing_is_written():
+    none = DataFolders.from_paths([])
+    with pytest.raises(InputError, match="--data"):
+        none.store_upload("a.json", b"{}")
+    with pytest.raises(InputError, match="--data"):
+        none.plan_path("a")
+    assert none.listing() == []
+
+
+def test_file_kinds_and_names():
+    assert file_kind("A.NII.GZ") == "volume" and file_kind("p.json") == "plan" and file_kind("x.txt") is None
+    assert safe_filename("a/b\\c d.json") == "c_d.json"
+    with pytest.raises(InputError):
+        safe_filename("../..")
+
+
+# ---------------------------------------------------------------- session
+def test_probe_edits_and_the_plan_round_trip(tmp_path):
+    from planner.plan import load_plan, save_plan
+
+    session = Session()
+    session.load_demo("intercostal")
+    assert session.nerves and session.vessels and session.labels is not None
+    index = session.add_probe("n2o-14g", DEMO_TIP, DEMO_ENTRY)
+    session.nudge_probe(index, (1.0, 0.0, -2.0))
+    assert session.probes[0].tip == pytest.approx((-81.4, 81.5, -158.6))
+    before = np.subtract(session.probes[0].tip, session.probes[0].entry)
+    session.advance_probe(index, 2.0)
+    after = np.subtract(session.probes[0].tip, session.probes[0].entry)
+    assert np.linalg.norm(after) == pytest.approx(np.linalg.norm(before) + 2.0)
+    with pytest.raises(InputError, match="entry must differ"):
+        session.set_probe(index, entry=session.probes[0].tip)
+    with pytest.raises(InputError, match="catalogue"):
+        session.add_probe("no-such-probe", DEMO_TIP, DEMO_ENTRY)
+    session.set_protocol([("freeze", 60), ("passive_thaw", 30)])
+    path = save_plan(session.to_plan(), tmp_path / "p.json")
+    reopened = Session()
+    reopened.load_plan(load_plan(path), path)
+    assert reopened.probes == session.probes
+    assert [n.name for n in reopened.nerves] == [n.name for n in session.nerves]
+    assert reopened.snapshot_times() == (30.0, 60.0, 90.0)
+
+
+def test_trajectory_warnings_name_the_problem():
+    session = Session()
+    session.load_demo("intercostal")
+    clear = session.add_probe("n2o-14g", DEMO_TIP, DEMO_ENTRY)
+    # Straight through the rib above the nerve, from far outside the body.
+    through = session.add_probe("n2o-14g", (-82.0, 81.0, -147.0), (-82.0, 160.0, -147.0))
+    assert not any("bone" in w for w in session.probe_warnings(clear))
+    assert any("bone" in w for w in session.probe_warnings(through))
+
+
+def test_protocol_needs_a_freeze_and_positive_durations():
+    session = Session()
+    with pytest.raises(InputError, match="freeze"):
+        session.set_protocol([("passive_thaw", 60)])
+    with pytest.raises(InputError, match="duration"):
+        session.set_protocol([("freeze", -1)])
+    with pytest.raises(InputError, match="kind"):
+        session.set_protocol([("boil", 10)])
+
+
+def test_a_plan_with_an_image_file_is_saved_relative_to_the_plan(tmp_path):
+    from planner.demo import build_demo_case
+    from planner.imaging.formats import write_volume
+
+    case = build_demo_case("intercostal", spacing_mm=2.0)
+    (tmp_path / "images").mkdir()
+    image = write_volume(case.ct, tmp_path / "images" / "ct.nii.gz")
+    session = Session()
+    session.load_volume_file(image)
+    session.add_probe("n2o-16g", DEMO_TIP, DEMO_ENTRY)
+    plan = session.to_plan(plan_folder=tmp_path / "plans")
+    assert plan.volume.path == "../images/ct.nii.gz"
+    assert plan.tissue.source == "ct_hu"
+
+
+# ---------------------------------------------------------------- solver worker
+def test_solver_worker_reports_progress_and_cancels_without_blocking():
+    from planner.plan import plan_to_json
+    from web.freeze import SolverWorker
+
+    session = Session()
+    session.load_demo("intercostal")
+    session.add_probe("n2o-14g", DEMO_TIP, DEMO_ENTRY)
+    session.set_protocol([("freeze", 30)])
+    worker = SolverWorker()
+    try:
+        job = worker.submit(plan_to_json(session.to_plan()), session.labels, spacing_mm=1.5)
+        with pytest.raises(RuntimeError, match="already running"):
+            worker.submit("{}", None, spacing_mm=None)
+        messages = worker.wait(timeout_s=300)
+        kinds = [m[0] for m in messages]
+        assert kinds[-1] == "done", messages[-1]
+        assert "progress" in kinds and all(m[1] == job for m in messages)
+        result = messages[-1][2]
+        assert result.temperatures.min() < -20.0
+        # A long run is cancelled on request.
+        session.set_protocol([("freeze", 600), ("passive_thaw", 600), ("freeze", 600)])
+        worker.submit(plan_to_json(session.to_plan()), session.labels, spacing_mm=0.5)
+        first = []
+        while not first:
+            first = [m for m in worker.poll() if m[0] == "progress"]
+        worker.cancel()
+        assert worker.wait(timeout_s=120)[-1][0] == "cancelled"
+    finally:
+        worker.close()
