@@ -14,12 +14,12 @@ How a prescribed surface temperature is applied (documented here once):
   distance over the distance from the tissue cell's centre to the surface along the
   link (the Shortley-Weller cut-cell rule); this makes a staircase cylinder of any
   orientation behave like the smooth one.
-- When the held cell's centre lies outside the shape (a probe thinner than a cell),
-  there is no crossing on the link; the conductance is then set from the logarithmic
-  radial profile around a line: scale ``(pi / 2) / ln(d_N / r)``, with ``d_N`` the tissue
-  cell centre's distance from the axis and ``r`` the probe radius. For a needle on
-  the grid's axis this reproduces the Peaceman well model (a held line of cells acts
-  as a cylinder of radius ``0.208 h``; scaling makes it act as radius ``r``).
+- A probe thinner than a cell (radius below the finest cell size) is a line of held
+  cells, and the cut-cell rule would overstate it (a held line already acts like a
+  cylinder of radius ``0.208 h``, the Peaceman well radius). Its links instead follow the
+  logarithmic radial profile around a line: scale ``(pi / 2) / ln(d_N / r)``, with ``d_N``
+  the tissue cell centre's distance from the axis and ``r`` the probe radius, which is 1
+  for ``r = 0.208 h`` and makes the line act as radius ``r`` (Peaceman's well model).
 - Scale factors are clamped to ``[0.1, max_link_scale]`` (default 4) so a surface
   passing very close to a tissue centre cannot make the problem arbitrarily stiff.
 """
@@ -149,8 +149,12 @@ def _sub_box(grid: ThermalGrid, bounds: np.ndarray) -> list[slice]:
     return slices
 
 
-def held_cell_mask(grid: ThermalGrid, shape, *, axis_step: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Boolean ``(nz, ny, nx)`` mask of the cells carrying ``shape``, and per-cell share weights."""
+def held_cell_mask(
+    grid: ThermalGrid, shape, *, axis_step: float | None = None, include_axis: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean ``(nz, ny, nx)`` mask of the cells carrying ``shape``, and per-cell share weights.
+
+    Cells whose centre is inside, plus (``include_axis``) those a cylinder's axis runs through."""
     mask = np.zeros(grid.shape, dtype=bool)
     weights = np.zeros(grid.shape, dtype=float)
     sx, sy, sz = _sub_box(grid, shape.bounds())
@@ -163,7 +167,7 @@ def held_cell_mask(grid: ThermalGrid, shape, *, axis_step: float | None = None) 
     mask[sz, sy, sx] = inside
     volumes = grid.cell_volumes()
     weights[mask] = volumes[mask]
-    if isinstance(shape, Cylinder):
+    if isinstance(shape, Cylinder) and include_axis:
         step = (axis_step or grid.spacing) / 8.0
         samples, length_each = shape.axis_samples(step)
         index = grid.locate(samples)
@@ -189,6 +193,8 @@ def rasterise(grid: ThermalGrid, shape, *, max_link_scale: float = 4.0) -> Regio
     link_tissue, link_held, link_coef, link_scale = [], [], [], []
     k, j, i = np.unravel_index(held, grid.shape)
     notes = []
+    # A needle thinner than a cell is a line of held cells: every link follows the log profile.
+    thin = isinstance(shape, Cylinder) and shape.radius < grid.spacing
     for axis, (index, size) in enumerate(((i, nx), (j, ny), (k, nz))):
         for sign in (-1, 1):
             neighbour = index + sign
@@ -211,6 +217,14 @@ def rasterise(grid: ThermalGrid, shape, *, max_link_scale: float = 4.0) -> Regio
             distance = np.linalg.norm(centre_p - centre_n, axis=-1)
             width = widths_by_axis[axis][(ii, jj, kk)[axis]]
             scale = np.ones(distance.shape)
+            if thin:
+                d_n = shape.axis_distance(centre_n)
+                scale = (np.pi / 2) / np.log(np.maximum(d_n / shape.radius, 1.0 + 1e-6))
+                link_tissue.append(tissue_flat)
+                link_held.append(held_here)
+                link_coef.append(1.0 / (width * distance) * 1e6)  # 1/mm2 -> 1/m2
+                link_scale.append(np.clip(scale, 0.1, max_link_scale))
+                continue
             p_inside = shape.inside(centre_p)
             if p_inside.any():
                 lo = np.zeros(int(p_inside.sum()))
@@ -222,14 +236,8 @@ def rasterise(grid: ThermalGrid, shape, *, max_link_scale: float = 4.0) -> Regio
                     hi = np.where(now_inside, mid, hi)
                     lo = np.where(now_inside, lo, mid)
                 scale[p_inside] = 1.0 / np.maximum(hi, 1e-6)
-            # A cell held because the axis runs through it although its centre is outside:
-            # for a needle thinner than a cell, use the log profile; for a thick probe (only
-            # the capped ends) leave the link as it is.
-            if (~p_inside).any():
-                if isinstance(shape, Cylinder) and shape.radius < grid.spacing:
-                    d_n = shape.axis_distance(centre_n[~p_inside])
-                    ratio = np.maximum(d_n / shape.radius, 1.0 + 1e-6)
-                    scale[~p_inside] = (np.pi / 2) / np.log(ratio)
+            # Cells held because a thick probe's axis runs through them although their centre
+            # is outside (only at the capped ends) keep the plain link.
             link_tissue.append(tissue_flat)
             link_held.append(held_here)
             link_coef.append(1.0 / (width * distance) * 1e6)  # 1/mm2 -> 1/m2

@@ -17,10 +17,9 @@ from planner.volume import affine_from_geometry
 
 
 def uniform_faces(lo: float, hi: float, spacing: float) -> np.ndarray:
-    """Faces of cells of size ``spacing`` covering ``[lo, hi]`` (mm), centred on the interval."""
+    """Faces of cells of size ``spacing`` from ``lo`` on, covering ``[lo, hi]`` (mm)."""
     n = max(1, int(np.ceil((hi - lo) / spacing - 1e-9)))
-    middle = 0.5 * (lo + hi)
-    return middle + (np.arange(n + 1) - 0.5 * n) * spacing
+    return lo + np.arange(n + 1) * spacing
 
 
 def stretched_faces(
@@ -164,6 +163,13 @@ class ThermalGrid:
                 [self.x_faces[-1], self.y_faces[-1], self.z_faces[-1]],
             ]
         )
+
+    @property
+    def affine(self) -> np.ndarray:
+        """4x4 affine ``(i, j, k, 1)`` -> world LPS mm of the cell centres when the grid is
+        uniform (as :class:`planner.volume.Volume`'s); for a stretched grid, that of the
+        uniform lattice at the finest spacing that :meth:`uniform_affine` describes."""
+        return self.uniform_affine()[0]
 
     def uniform_affine(self, spacing: float | None = None) -> tuple[np.ndarray, tuple[int, int, int]]:
         """Affine (4x4, ``(i, j, k, 1)`` -> world LPS mm) and shape ``(nz, ny, nx)`` of a uniform

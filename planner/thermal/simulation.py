@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 
@@ -14,12 +15,33 @@ from planner.thermal.probes import PlacedProbe
 from planner.thermal.properties import TissueProperties
 from planner.thermal.protocol import ProtocolStep, protocol_duration, validate_protocol
 from planner.thermal.result import ThermalResult
+from planner.thermal.sizing import radial_reach
 from planner.thermal.solver import HEAT_FLUX_COLDEST, HeldBoundary, Phase, SourceBoundary, solve
 from planner.volume import Volume
 
 # Defaults for sizing the box (documented in simulate's docstring).
 MAX_BOX_MM = 160.0
-STRETCH_RATIO = 1.15
+STRETCH_RATIO = 1.2
+CORE_FACTOR = 1.15  # fine core: this times the single-probe 0 degC radius (neighbours add ice)
+OUTER_FACTOR = 1.3  # box: this times the single-probe radius cooled by 1 degC
+
+
+@functools.lru_cache(maxsize=64)
+def _radial_reach_cached(probe_key, protocol, tissue, body_temperature):
+    radius, boundary = probe_key
+    probe = PlacedProbe("sizing", (0.0, 0.0, 0.0), (0.0, 0.0, 1.0), 2 * radius, 1.0, boundary)
+    return tuple(radial_reach(probe, protocol, tissue, body_temperature=body_temperature,
+                              levels=(0.0, body_temperature - 1.0)))
+
+
+def _radial_reach_all(probes, protocol, tissues, body_temperature) -> np.ndarray:
+    """Largest (ice radius, 1 degC cooled radius), mm, over the distinct probes and tissues."""
+    keys = {(p.radius_mm, p.boundary) for p in probes}
+    reach = np.zeros(2)
+    for key in keys:
+        for tissue in tissues:
+            reach = np.maximum(reach, _radial_reach_cached(key, tuple(protocol), tissue, float(body_temperature)))
+    return reach
 
 
 def _orthonormal_frame(probes: Sequence[PlacedProbe]) -> np.ndarray:
@@ -74,6 +96,7 @@ def simulate(
     cancel: Callable[[], bool] | None = None,
     orientation: str = "probes",
     core_margin_mm: float | None = None,
+    sizing: str = "radial",
     outer_margin_mm: float | None = None,
     max_box_mm: float = MAX_BOX_MM,
     stretch_ratio: float = STRETCH_RATIO,
@@ -117,14 +140,19 @@ def simulate(
         Grid axes: z along the mean probe axis (default; fewest cells, needles along grid
         lines), world LPS axes, or the label volume's axes.
     core_margin_mm : float, optional
-        Uniform fine core = the active segments' bounding box grown by this. Default: the
-        frozen diffusion length ``sqrt(alpha_f(T_min) t_freeze)`` (an upper bound on the
-        ice radius around a probe), capped at 40 mm.
+        Uniform fine core = the active segments' bounding box grown by this. Default
+        (``sizing="radial"``): 1.15 times the largest 0 degC radius of a quick 1D radial
+        solve around each probe (see :mod:`planner.thermal.sizing`) plus two cells.
     outer_margin_mm : float, optional
-        Box = core grown by this, with cells growing by ``stretch_ratio`` outwards.
-        Default: three unfrozen diffusion lengths ``sqrt(alpha_u t_total)`` and at least
-        one perfusion length ``sqrt(k_u / (w rho_b c_b))``; the whole box is capped at
-        ``max_box_mm`` per side (noted in the result when the cap bites).
+        Box = core grown by this, with cells growing by ``stretch_ratio`` outwards (to at
+        most 8 core cells). Default (``"radial"``): out to 1.3 times the radius where the
+        radial solve cooled the tissue by 1 degC. The whole box is capped at ``max_box_mm``
+        per side (noted in the result when the cap bites).
+    sizing : {"radial", "bounds"}
+        How the default margins are found: the radial solve, or closed-form bounds with no
+        solve (frozen diffusion length ``sqrt(alpha_f(T_min) t_freeze)`` for the core, capped
+        at 40 mm; three unfrozen diffusion lengths or one perfusion length beyond), which
+        are looser and so cost more cells.
     outer_boundary : {"body", "insulated"}
         Box faces held at body temperature or zero-flux.
     insulated_shaft : bool
@@ -167,6 +195,8 @@ def simulate(
         raise InputError("body_temperature must be finite")
     if spacing_mm is not None and not (spacing_mm > 0 and math.isfinite(spacing_mm)):
         raise InputError(f"spacing_mm must be > 0 mm, got {spacing_mm!r}")
+    if sizing not in ("radial", "bounds"):
+        raise InputError(f"sizing must be 'radial' or 'bounds', got {sizing!r}")
     if orientation not in ("probes", "world", "volume"):
         raise InputError(f"orientation must be 'probes', 'world' or 'volume', got {orientation!r}")
     if orientation == "volume" and tissue_labels is None:
@@ -187,14 +217,24 @@ def simulate(
     alpha_u = max(t.conductivity_unfrozen / t.heat_capacity_unfrozen for t in present)
     t_total = protocol_duration(protocol)
     t_freeze = sum(s.duration for s in protocol if s.kind == "freeze")
-    if core_margin_mm is None:
-        core_margin_mm = min(40.0, 1e3 * math.sqrt(alpha_f * t_freeze)) + 2 * h
-    if outer_margin_mm is None:
-        perfusion_lengths = [
-            1e3 * math.sqrt(t.conductivity_unfrozen / t.perfusion_coefficient) for t in present if t.perfusion_coefficient > 0
-        ]
-        diffusion = 3e3 * math.sqrt(alpha_u * t_total)
-        outer_margin_mm = max([diffusion] + perfusion_lengths[:1]) if perfusion_lengths else diffusion
+    if core_margin_mm is None or outer_margin_mm is None:
+        if sizing == "radial":
+            reach = _radial_reach_all(probes, protocol, present, body_temperature)
+            ice_reach, cooled_reach = float(reach[0]), float(reach[1])
+            wanted_core = CORE_FACTOR * ice_reach + 2 * h
+            wanted_outer = max(OUTER_FACTOR * cooled_reach - wanted_core, 4 * h)
+        else:
+            # Bounds that need no solve: the frozen diffusion length bounds the ice radius;
+            # three unfrozen diffusion lengths (or one perfusion length) the cooled zone.
+            wanted_core = min(40.0, 1e3 * math.sqrt(alpha_f * t_freeze)) + 2 * h
+            perfusion_lengths = [
+                1e3 * math.sqrt(t.conductivity_unfrozen / t.perfusion_coefficient)
+                for t in present if t.perfusion_coefficient > 0
+            ]
+            diffusion = 3e3 * math.sqrt(alpha_u * t_total)
+            wanted_outer = max([diffusion] + perfusion_lengths[:1])
+        core_margin_mm = wanted_core if core_margin_mm is None else core_margin_mm
+        outer_margin_mm = wanted_outer if outer_margin_mm is None else outer_margin_mm
 
     if orientation == "probes":
         direction = _orthonormal_frame(probes)
@@ -265,10 +305,9 @@ def simulate(
             entry_local = grid.world_to_local(probe.entry)
             for a, b in ((tip_local, cylinder.start), (cylinder.end, entry_local)):
                 if np.linalg.norm(np.subtract(b, a)) > 1e-6:
-                    mask, _ = held_cell_mask(grid, Cylinder(tuple(a), tuple(b), probe.radius_mm))
                     # only cells whose centre is inside: a needle's axis line is not a wall
-                    inside = Cylinder(tuple(a), tuple(b), probe.radius_mm).inside(grid.cell_centres_local())
-                    shaft |= mask & inside
+                    mask, _ = held_cell_mask(grid, Cylinder(tuple(a), tuple(b), probe.radius_mm), include_axis=False)
+                    shaft |= mask
     for region in regions:
         shaft.reshape(-1)[region.cells] = False
     inert = shaft | insulating

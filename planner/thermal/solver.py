@@ -387,6 +387,7 @@ def _solve(grid, tissue_index, tissues, phases, *, initial_temperature, arterial
 
     coldest_initial = float(min(np.min(initial), arterial_temperature))
     n_steps = 0
+    stage_updates = 0
     max_dt = 0.0
     max_stages = 0
     t_now = 0.0
@@ -499,6 +500,7 @@ def _solve(grid, tissue_index, tissues, phases, *, initial_temperature, arterial
                 )
                 t_now = mark if abs(t_now + dt - mark) < 1e-9 * max(1.0, mark) else t_now + dt
                 n_steps += 1
+                stage_updates += stages * grid.size
                 max_dt = max(max_dt, dt)
                 max_stages = max(max_stages, stages)
                 lo, hi, finite = kernels.min_max_finite(T)
@@ -536,6 +538,7 @@ def _solve(grid, tissue_index, tissues, phases, *, initial_temperature, arterial
         history={
             "time": np.array(history_t),
             "volume_ml": {float(level): history_v[:, m] for m, level in enumerate(thresholds)},
+            "stage_updates": float(stage_updates),
         },
         run_time_s=_time.perf_counter() - started,
         steps=n_steps,
