@@ -9,7 +9,11 @@ Reports wall time, cells, steps, stages, cell-stage updates per second and the m
 memory bandwidth measured in the same run (a large numpy copy), and the bandwidth bound of
 the kernel's memory traffic. No asserts: figures for the record.
 
-    .venv/bin/python benchmarks/bench_thermal.py [a|b|all] [--json]
+    .venv/bin/python benchmarks/bench_thermal.py [a|b|all] [--seconds=S] [--core-margin=MM] [--json]
+
+``--seconds=S`` runs only the first S seconds of each protocol and projects the full solve
+from the measured rate and the planned work (the step plan is computed exactly, without
+solving); ``--core-margin=MM`` overrides the fine core's margin around the probes.
 """
 
 from __future__ import annotations
@@ -77,8 +81,24 @@ def case_b():
     return probes, protocol, 0.5
 
 
-def run_case(name, builder, **options):
+def truncate(protocol, seconds):
+    """The first ``seconds`` of ``protocol``."""
+    out, left = [], seconds
+    for step in protocol:
+        if left <= 0:
+            break
+        out.append(ProtocolStep(step.kind, min(step.duration, left), step.probes, step.thaw_temperature))
+        left -= step.duration
+    return out
+
+
+def run_case(name, builder, *, seconds=None, **options):
     probes, protocol, spacing = builder()
+    planned = simulate(probes, protocol, tissue=MUSCLE, properties=PROPERTIES, spacing_mm=spacing, count_only=True,
+                       **options)
+    full_updates = planned.history["stage_updates"]
+    if seconds is not None:
+        protocol = truncate(protocol, seconds)
     # warm the numba cache outside the timing
     simulate(probes[:1], [ProtocolStep("freeze", 1.0)], tissue=MUSCLE, properties=PROPERTIES, spacing_mm=1.0,
              core_margin_mm=2.0, outer_margin_mm=2.0)
@@ -101,6 +121,10 @@ def run_case(name, builder, **options):
     summary = result.summary()
     return {
         "case": name,
+        "simulated_s": sum(step.duration for step in protocol),
+        "full_protocol_cell_stage_updates": full_updates,
+        "full_protocol_steps": planned.steps,
+        "projected_full_solve_s": full_updates / rate,
         "wall_s": wall,
         "cpu_s": cpu,
         "threads": threads_used(),
@@ -121,12 +145,20 @@ def run_case(name, builder, **options):
 
 def main(argv):
     which = argv[1] if len(argv) > 1 and not argv[1].startswith("-") else "all"
+    seconds = None
+    for arg in argv:
+        if arg.startswith("--seconds="):
+            seconds = float(arg.split("=", 1)[1])
+    options = {}
+    for arg in argv:
+        if arg.startswith("--core-margin="):
+            options["core_margin_mm"] = float(arg.split("=", 1)[1])
     bandwidth = memory_bandwidth_gbs()
     rows = []
     if which in ("a", "all"):
-        rows.append(run_case("a: cryoneurolysis, 2 x 16 G N2O", case_a))
+        rows.append(run_case("a: cryoneurolysis, 2 x 16 G N2O", case_a, seconds=seconds, **options))
     if which in ("b", "all"):
-        rows.append(run_case("b: cryoablation, 3 x 17 G argon", case_b))
+        rows.append(run_case("b: cryoablation, 3 x 17 G argon", case_b, seconds=seconds, **options))
     bound = bandwidth * 1e9 / BYTES_PER_CELL_STAGE
     for row in rows:
         row["kernel_bound_per_s"] = bound
@@ -142,6 +174,10 @@ def main(argv):
               f"{row['cell_stage_updates_per_s'] / 1e9:.3f} G cell-stages/s "
               f"({row['cell_stage_updates_per_s'] / bound:.0%} of the bandwidth bound); "
               f"cpu {row['cpu_s']:.1f} s, {row['cell_stage_updates_per_cpu_s'] / 1e9:.3f} G cell-stages per cpu-s")
+        if row["simulated_s"] < sum(step.duration for step in (case_a() if row["case"].startswith("a") else case_b())[1]):
+            print(f"    ran the first {row['simulated_s']:g} s only; the full protocol is {row['full_protocol_steps']} steps, "
+                  f"{row['full_protocol_cell_stage_updates']:.3g} cell-stage updates: projected solve "
+                  f"{row['projected_full_solve_s']:.0f} s at this rate")
         for level, iso in row["isotherms"].items():
             ext = iso["extent_mm"]
             print(f"    {level:>4} degC: {iso['volume_ml']:.2f} ml, along {ext['along']:.1f} mm, "

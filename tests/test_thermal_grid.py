@@ -88,3 +88,20 @@ def test_radial_sizing_grows_with_colder_probes_and_longer_freezes():
     assert reach(-140.0, 120.0)[0] > reach(-75.0, 120.0)[0] > 0
     assert reach(-75.0, 300.0)[0] > reach(-75.0, 120.0)[0]
     assert reach(-75.0, 120.0)[1] > reach(-75.0, 120.0)[0]  # cooling reaches beyond the ice
+
+
+def test_probe_aligned_grid_puts_the_first_needle_on_cell_centres_and_count_only_plans_steps():
+    from planner.thermal import simulate
+
+    boundary = ProbeBoundary("temperature", freeze_temperature=-75.0)
+    probe = PlacedProbe("p", (1.3, -2.7, 4.1), (11.3, 7.3, 14.1), 0.41, 6.0, boundary)
+    protocol = [ProtocolStep("freeze", 30.0), ProtocolStep("passive_thaw", 10.0)]
+    planned = simulate([probe], protocol, tissue=3, properties={3: generic_soft_tissue()}, spacing_mm=0.3,
+                       count_only=True)
+    grid = planned.grid
+    assert np.allclose(grid.direction[:, 2], probe.axis)
+    assert np.allclose(grid.origin, probe.tip)
+    for axis in (0, 1):
+        assert np.min(np.abs(grid.centres(axis))) < 1e-9  # the needle's axis is a line of cell centres
+    assert planned.steps > 0 and planned.history["stage_updates"] >= planned.steps * grid.size * 2
+    assert np.mean(planned.temperatures == np.float32(37.0)) > 0.99  # nothing was computed beyond the probe

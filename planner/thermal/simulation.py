@@ -106,6 +106,8 @@ def simulate(
     method: str = "rkl2",
     max_step: float | None = None,
     dtype=np.float32,
+    threads: int | None = None,
+    count_only: bool = False,
 ) -> ThermalResult:
     """Simulate the ice ball of ``probes`` running ``protocol`` in tissue.
 
@@ -158,7 +160,7 @@ def simulate(
     insulated_shaft : bool
         Cells inside the probe outside the active segment exchange no heat (adiabatic
         shaft); otherwise they behave as tissue.
-    method, max_step, dtype
+    method, max_step, dtype, threads, count_only
         Passed to :func:`planner.thermal.solver.solve`.
 
     Notes
@@ -351,6 +353,8 @@ def simulate(
         method=method,
         max_step=max_step,
         dtype=dtype,
+        threads=threads,
+        count_only=count_only,
         progress=progress,
         cancel=cancel,
         probe_axes=probe_axes,

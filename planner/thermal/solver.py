@@ -221,6 +221,7 @@ def solve(
     progress: Callable[[float], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     threads: int | None = None,
+    count_only: bool = False,
     probe_axes: np.ndarray | None = None,
     notes: Sequence[str] = (),
 ) -> ThermalResult:
@@ -268,6 +269,9 @@ def solve(
     cancel : callable() -> bool, optional
         Checked after each step; ``True`` raises :class:`SimulationCancelled`.
 
+    count_only : bool
+        Plan the time steps and count the work (``steps``, ``stages``,
+        ``history["stage_updates"]``) without computing anything; for benchmarks.
     threads : int, optional
         Numba threads; default one per 200,000 cells up to the machine's count (thread
         start-up costs more than it saves on small grids, and more so on a busy machine).
@@ -286,14 +290,14 @@ def solve(
                       arterial_temperature=arterial_temperature, outer_boundary=outer_boundary,
                       outer_temperature=outer_temperature, insulated_faces=insulated_faces, inert=inert, snapshot_times=snapshot_times,
                       thresholds=thresholds, method=method, max_step=max_step, dtype=dtype, progress=progress,
-                      cancel=cancel, probe_axes=probe_axes, notes=notes)
+                      cancel=cancel, probe_axes=probe_axes, notes=notes, count_only=count_only)
     finally:
         numba.set_num_threads(previous_threads)
 
 
 def _solve(grid, tissue_index, tissues, phases, *, initial_temperature, arterial_temperature, outer_boundary,
            outer_temperature, insulated_faces, inert, snapshot_times, thresholds, method, max_step, dtype, progress, cancel,
-           probe_axes, notes):
+           probe_axes, notes, count_only=False):
     started = _time.perf_counter()
     dtype = np.dtype(dtype)
     shape = grid.shape
@@ -489,6 +493,16 @@ def _solve(grid, tissue_index, tissues, phases, *, initial_temperature, arterial
                     coefficients = (np.zeros(2), np.zeros(2), np.zeros(2), np.zeros(2), np.zeros(2))
                 else:
                     coefficients = _coefficients_cached(stages)
+                if count_only:
+                    t_now = mark if abs(t_now + dt - mark) < 1e-9 * max(1.0, mark) else t_now + dt
+                    n_steps += 1
+                    stage_updates += stages * grid.size
+                    max_dt = max(max_dt, dt)
+                    max_stages = max(max_stages, stages)
+                    while next_snapshot < snapshot_times.size and snapshot_times[next_snapshot] <= t_now + 1e-9 * max(1.0, t_now):
+                        snapshots[next_snapshot] = T
+                        next_snapshot += 1
+                    continue
                 kernels.rkl2_step(
                     H, T, K, L0, A, B, index_now, tables.held, tables.solidus, tables.liquidus, tables.h_liquidus,
                     tables.c_frozen, tables.c_unfrozen, tables.k_frozen, tables.k_unfrozen, tables.k_varies,
