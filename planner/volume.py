@@ -138,9 +138,8 @@ class Volume:
         xyz = np.asarray(xyz, dtype=float)
         ijk = self.world_to_index(xyz.reshape(-1, 3))
         coords = ijk[:, ::-1].T  # array axes are (k, j, i)
-        values = ndimage.map_coordinates(
-            self.array.astype(float, copy=False), coords, order=order, mode="nearest"
-        )
+        # No float copy of the whole array: map_coordinates reads any dtype and writes float64.
+        values = ndimage.map_coordinates(self.array, coords, order=order, mode="nearest", output=np.float64)
         # Round-off puts points on the last voxel centre a hair outside; allow for it.
         values[~self.contains(xyz.reshape(-1, 3), margin_voxels=1e-3)] = fill_value
         return values.reshape(xyz.shape[:-1])

@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
-# Install cryoplan into .venv/ and run the main job on the built-in intercostal demo case:
-# describe the demo anatomy, then solve its freeze-thaw-freeze plan and write the results.
+# Install cryoplan into .venv/ and open the browser viewer on the built-in intercostal demo case.
+# Then browse to http://127.0.0.1:8080/ (extra arguments go to `planner serve`, e.g. --port 9000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 export VTK_DEFAULT_OPENGL_WINDOW=vtkEGLRenderWindow
-.venv/bin/planner demo intercostal
-.venv/bin/planner info demo:intercostal
-.venv/bin/planner simulate data/plans/intercostal_demo.json --out out/intercostal_demo
+mkdir -p workspace
+exec .venv/bin/planner serve intercostal --data workspace "$@"
