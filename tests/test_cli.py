@@ -152,3 +152,12 @@ def test_simulate_writes_fields_and_a_summary(tmp_path):
 )
 def test_simulate_rejects_bad_plans_naming_the_field(tmp_path, changes, fragment):
     assert_one_line_error(run_cli("simulate", str(small_plan(tmp_path, **changes))), fragment)
+
+
+def test_serve_refuses_a_target_it_cannot_open(tmp_path):
+    missing = tmp_path / "plan.json"
+    assert_one_line_error(run_cli("serve", str(missing), "--port", "0"), "plan.json")
+
+
+def test_serve_refuses_a_missing_data_folder(tmp_path):
+    assert_one_line_error(run_cli("serve", "intercostal", "--data", str(tmp_path / "nope")), "nope")
