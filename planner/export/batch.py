@@ -41,6 +41,8 @@ from planner.export.settings import ExportSettings, make_settings, resolve_times
 
 LOCAL_DASK = "local-dask"
 """``scheduler`` value that starts a Dask cluster of local processes."""
+DASK_CONNECT_TIMEOUT_S = 20.0
+"""How long to try reaching a Dask scheduler by address, s."""
 PNG_COMPRESS_LEVEL = 4
 STATUSES = ("ok", "skipped", "failed")
 
@@ -593,8 +595,8 @@ def _run_dask(tasks: list[PlanTask], workers: int, scheduler, reporter: _Reporte
         client = own_client = Client(own_cluster)
     else:
         try:
-            client = own_client = Client(str(scheduler), timeout="20s")
-        except OSError as error:
+            client = own_client = Client(str(scheduler), timeout=f"{DASK_CONNECT_TIMEOUT_S:g}s")
+        except (OSError, TimeoutError) as error:
             raise InputError(f"--scheduler: cannot reach the Dask scheduler at {scheduler}: {_one_line(error)}") from None
     outcomes: dict[str, PlanOutcome] = {}
     try:

@@ -58,8 +58,8 @@ class PlanScene:
     focus : (2, 3) ndarray
         World box (mm) every view shows: probes and the 0 degC ice, plus a margin.
     centre : (3,) ndarray
-        World point the axial, coronal and sagittal planes pass through (the mean of the
-        probes' active-segment centres), mm.
+        World point the axial, coronal and sagittal planes pass through: the centre of the
+        first probe's active segment (the middle of its ice), mm.
     window : WindowPreset or None
         Grey window of ``volume``.
     protocol : tuple
@@ -124,7 +124,9 @@ def plan_scene(run, *, vessels=None) -> PlanScene:
     levels = tuple(float(level) for level in plan.isotherms_c)
     box = focus_box(run.result, probes, levels)
     if probes:
-        centre = np.mean([np.mean(p.active_segment(), axis=0) for p in probes], axis=0)
+        # Through the first probe, as the probe view: each view then shows that probe's ice
+        # (a point between several probes can miss all of them).
+        centre = np.mean(probes[0].active_segment(), axis=0)
     else:
         centre = box.mean(axis=0)
     volume = run.source_volume
@@ -487,6 +489,8 @@ class Scene3D:
         view3d.add_isotherms(self.plotter, view3d.isotherm_surfaces(self.scene.result, self.scene.isotherms_c,
                                                                     snapshot))
         self.plotter.reset_camera_clipping_range()
+        # pyvista's screenshot returns the last frame as it was: render the new isotherms first.
+        self.plotter.render()
         image = self.plotter.screenshot(return_img=True)
         return np.ascontiguousarray(image[..., :3], dtype=np.uint8)
 
