@@ -145,7 +145,9 @@ class _Tables:
         self.perfusion = rep([t.perfusion_coefficient for t in tissues])
         self.metabolic = rep([t.metabolic_heat for t in tissues])
         self.held = np.repeat(np.array([False, True, True]), n)
-        self.k_scale = np.repeat(np.array([1.0, 1.0, 0.0]), n)
+        # Inert cells conduct a billionth of their tissue: no measurable heat crosses their
+        # faces, and the harmonic face mean never divides by zero.
+        self.k_scale = np.repeat(np.array([1.0, 1.0, 1e-9]), n)
 
     def enthalpy(self, tissue_index: np.ndarray, temperature) -> np.ndarray:
         """J/m3 for cells of (free) tissue ``tissue_index`` at ``temperature`` degC."""
@@ -355,6 +357,7 @@ def _solve(grid, tissue_index, tissues, phases, *, initial_temperature, arterial
         inert_neighbours = _free_neighbours(inert, inert_cells)
     T = np.empty(shape, dtype=dtype)
     K = np.empty(shape, dtype=dtype)
+    P = np.empty(shape, dtype=dtype)
     L0 = np.empty(shape, dtype=dtype)
     A = np.empty(shape, dtype=dtype)
     B = np.empty(shape, dtype=dtype)
@@ -364,10 +367,13 @@ def _solve(grid, tissue_index, tissues, phases, *, initial_temperature, arterial
     wx, wy, wz = (grid.widths(a) for a in range(3))
     axis_sum = sum(float(np.max(c[0] + c[1])) for c in axis_coefficients)
 
+    arterial = float(arterial_temperature)
+
     def update_tk(state):
         kernels.temperature_conductivity(state, index_now, tables.solidus, tables.liquidus, tables.h_liquidus,
                                          tables.c_frozen, tables.c_unfrozen, tables.k_frozen, tables.k_unfrozen,
-                                         tables.k_varies, tables.k_scale, T, K)
+                                         tables.k_varies, tables.k_scale, tables.perfusion, tables.metabolic,
+                                         arterial, T, K, P)
 
     # ---------------------------------------------------------------- trackers
     min_temperature = np.full(shape, np.inf, dtype=np.float32)
@@ -377,6 +383,9 @@ def _solve(grid, tissue_index, tissues, phases, *, initial_temperature, arterial
     snapshots = np.empty((snapshot_times.size,) + shape, dtype=np.float32)
     next_snapshot = 0
 
+    # Cells that never change: the held outer layer and inert (shaft) cells.
+    fixed_cells = np.flatnonzero(static_index.reshape(-1) >= tables.n)
+    fixed_values = H.reshape(-1)[fixed_cells].copy()
     index_now = static_index
     update_tk(H)
     T_report = T
@@ -504,10 +513,11 @@ def _solve(grid, tissue_index, tissues, phases, *, initial_temperature, arterial
                         next_snapshot += 1
                     continue
                 kernels.rkl2_step(
-                    H, T, K, L0, A, B, index_now, tables.held, tables.solidus, tables.liquidus, tables.h_liquidus,
+                    H, T, K, P, L0, A, B, index_now, tables.solidus, tables.liquidus, tables.h_liquidus,
                     tables.c_frozen, tables.c_unfrozen, tables.k_frozen, tables.k_unfrozen, tables.k_varies,
-                    tables.k_scale, tables.perfusion, tables.metabolic, float(arterial_temperature),
+                    tables.k_scale, tables.perfusion, tables.metabolic, arterial,
                     cxm, cxp, ax, cym, cyp, ay, czm, czp, az,
+                    fixed_cells, fixed_values,
                     held_cells, held_tissue, held_group, group_target, group_tau, group_start, t_now - t_phase0,
                     link_tissue, link_held, link_coef, link_extra, src_cells, src_q, src_g, src_reference,
                     dt, *coefficients,
