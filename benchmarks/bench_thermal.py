@@ -9,7 +9,7 @@ Reports wall time, cells, steps, stages, cell-stage updates per second and the m
 memory bandwidth measured in the same run (a large numpy copy), and the bandwidth bound of
 the kernel's memory traffic. No asserts: figures for the record.
 
-    .venv/bin/python benchmarks/bench_thermal.py [a|b|all] [--seconds=S] [--core-margin=MM] [--json]
+    .venv/bin/python benchmarks/bench_thermal.py [a|b|all] [--seconds=S] [--core-margin=MM] [--threads=N] [--json]
 
 ``--seconds=S`` runs only the first S seconds of each protocol and projects the full solve
 from the measured rate and the planned work (the step plan is computed exactly, without
@@ -127,7 +127,7 @@ def run_case(name, builder, *, seconds=None, **options):
         "projected_full_solve_s": full_updates / rate,
         "wall_s": wall,
         "cpu_s": cpu,
-        "threads": threads_used(),
+        "threads": options.get("threads", "auto"),
         "solve_s": result.run_time_s,
         "cells": cells,
         "grid": repr(result.grid),
@@ -153,6 +153,8 @@ def main(argv):
     for arg in argv:
         if arg.startswith("--core-margin="):
             options["core_margin_mm"] = float(arg.split("=", 1)[1])
+        if arg.startswith("--threads="):
+            options["threads"] = int(arg.split("=", 1)[1])
     bandwidth = memory_bandwidth_gbs()
     rows = []
     if which in ("a", "all"):

@@ -275,8 +275,9 @@ def solve(
         Plan the time steps and count the work (``steps``, ``stages``,
         ``history["stage_updates"]``) without computing anything; for benchmarks.
     threads : int, optional
-        Numba threads; default one per 200,000 cells up to the machine's count (thread
-        start-up costs more than it saves on small grids, and more so on a busy machine).
+        Numba threads; default one per million cells up to the machine's count (thread
+        start-up and, with the OpenMP layer, spin-waiting cost more than they save on small
+        grids, and much more on a busy machine: there one thread often beats two).
 
     Returns
     -------
@@ -285,7 +286,7 @@ def solve(
     import numba
 
     previous_threads = numba.get_num_threads()
-    wanted = threads if threads is not None else max(1, min(numba.config.NUMBA_NUM_THREADS, grid.size // 200_000))
+    wanted = threads if threads is not None else max(1, min(numba.config.NUMBA_NUM_THREADS, grid.size // 1_000_000))
     numba.set_num_threads(int(max(1, min(wanted, numba.config.NUMBA_NUM_THREADS))))
     try:
         return _solve(grid, tissue_index, tissues, phases, initial_temperature=initial_temperature,
