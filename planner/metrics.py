@@ -63,7 +63,7 @@ METRIC_WARNING_CODES = {
     "vessel_frozen": "the ice reached a blood vessel",
     "bone_frozen": "the ice reached bone",
     "lung_frozen": "the ice reached the lung or an air space",
-    "outside_box": "part of a nerve lies outside the solver's box and counts as body temperature",
+    "outside_box": "part of a target nerve lies outside the solver's box and counts as body temperature",
     "no_ice": "no tissue fell below 0 degC",
 }
 """Every warning code :func:`compute_metrics` uses and what it means (codes of
@@ -814,7 +814,7 @@ def compute_metrics(
                 warn("spared_nerve_frozen", nerve.name,
                      f"nerve {nerve.name} (to spare): {nerve.covered_mm[level]:.1f} mm fell below {level:g} degC "
                      f"(coldest {nerve.coldest_c:.1f} degC)", nerve.covered_mm[level])
-        if nerve.outside_box:
+        if nerve.outside_box and nerve.target:
             warn("outside_box", nerve.name,
                  f"nerve {nerve.name}: {nerve.outside_box} of {nerve.arc_mm.size} points lie outside the solver's "
                  f"box and count as body temperature ({body:g} degC)")

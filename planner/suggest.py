@@ -13,8 +13,8 @@ single-probe fields, their union for several probes; an approximation) scores ca
 
 1. candidate tips along the segment (every ``tip_step_mm``): each just short of the nerve,
    or beside it with the active segment level with it, on either side;
-2. candidate directions from the skin side: the shortest way in from the skin and
-   directions tilted from it by up to ``max_tilt_deg`` (towards and across the nerve);
+2. candidate directions from the skin side: directions spread over the sphere along which
+   a straight shaft reaches the tip from the skin within ``max_insertion_mm``;
 3. every candidate is scored by the preview (covered length, skin constraint); the best
    ones have their trajectory checked until enough clear ones are found;
 4. local refinement: small moves of the tip and tilts of the direction, kept when the
@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,9 +57,8 @@ from planner.volume import Volume
 DEFAULT_SKIN_MARGIN_MM = 3.0
 TIP_STEP_MM = 2.0
 """Spacing of candidate tip positions along the nerve segment, mm."""
-TILTS_DEG = (0.0, 20.0, 40.0, 55.0)
-"""Tilts of the candidate directions from the shortest way in from the skin, degrees."""
-AZIMUTHS = 8
+N_DIRECTIONS = 64
+"""Candidate directions spread over the sphere (about 25 degrees apart) for each tip position."""
 NERVE_CLEARANCE_MM = 0.25
 """Gap left between the probe and the nerve's surface, mm (the shaft must not pierce the nerve)."""
 SEARCH_REACH_MM = 30.0
@@ -67,6 +66,8 @@ SEARCH_REACH_MM = 30.0
 MAX_INSERTION_MM = 100.0
 PROBE_SPACING_MM = 3.0
 """Least distance between the axes of two suggested probes, mm."""
+AVOID_VALUES = np.array([int(Tissue.BONE), int(Tissue.VESSEL), int(Tissue.LUNG)])
+"""Tissue labels a shaft must not touch (as :data:`planner.anatomy.trajectory.AVOID_DEFAULT`)."""
 BLOCKING_CODES = ("shaft_crosses_", "tip_outside_", "shaft_too_long", "entry_off_skin", "entry_outside_volume", "skin_not_found")
 
 
@@ -301,7 +302,6 @@ class _Context:
         band = _skin_band_points(labels, segment, skin_margin_mm)
         # Only the skin band within the ice's reach of the nerve can be touched by a candidate.
         self.skin_band = band[segment.distance_to(band) <= self.reach_mm] if len(band) else band
-        self.body_surface = _body_surface_points(labels, segment)
         self.points = np.concatenate([samples.reshape(-1, 3), self.skin_band])
 
     def _ice_reach_mm(self) -> float:
@@ -350,6 +350,38 @@ class _Context:
         skin_min = float(values[n_samples:].min()) if len(values) > n_samples else 37.0
         coldest = float(np.mean(np.clip(nerve_values, -40.0, 37.0)))
         return Candidate(np.array(tips, dtype=float), np.array(directions, dtype=float), covered, coldest, skin_min)
+
+    def quick_clear(self, candidate: Candidate, *, max_insertion_mm: float) -> bool:
+        """A fast screen before :meth:`check`: each shaft, from its tip back to where its line
+        leaves the body, sampled on its axis and on a ring of the probe's radius, touches no
+        voxel of bone, vessel or lung (nearest voxel) and passes no nerve closer than the two
+        radii. False means blocked for sure (up to the voxel size); True still needs :meth:`check`."""
+        from planner.anatomy.skin import inside_body
+
+        step = 0.5 * float(self.labels.spacing.min())
+        radius = 0.5 * self.model.diameter_mm
+        angles = np.linspace(0.0, 2 * math.pi, 6, endpoint=False)
+        array = np.asarray(self.labels.array)
+        upper = np.array(self.labels.shape_xyz) - 1
+        for tip, direction in zip(candidate.tips, candidate.directions):
+            distances = np.arange(0.0, max_insertion_mm + step, step)
+            axis = tip[None, :] - distances[:, None] * direction[None, :]
+            inside = inside_body(self.labels, axis)
+            if inside.all():
+                return False  # the skin is not reached within the length
+            axis = axis[: int(np.argmin(inside)) + 1]
+            e1 = _perpendicular(direction, np.array([1.0, 0.0, 0.0]))
+            e2 = np.cross(direction, e1)
+            ring = axis[:, None, :] + radius * (np.cos(angles)[None, :, None] * e1 + np.sin(angles)[None, :, None] * e2)
+            points = np.concatenate([axis, ring.reshape(-1, 3)])
+            ijk = np.clip(np.rint(self.labels.world_to_index(points)).astype(np.int64), 0, upper)
+            values = array[ijk[:, 2], ijk[:, 1], ijk[:, 0]]
+            if np.isin(values, AVOID_VALUES).any():
+                return False
+            for nerve in self.nerves:
+                if np.any(nerve.distance_to(axis) < float(np.max(nerve.local_radii_mm())) + radius):
+                    return False
+        return True
 
     def check(self, candidate: Candidate, *, max_insertion_mm: float) -> Candidate:
         """Find the skin entries and check the trajectories (once per candidate)."""
@@ -407,43 +439,39 @@ def _skin_band_points(labels: Volume, segment: Nerve, margin_mm: float) -> np.nd
     return labels.index_to_world(kji[:, ::-1].astype(float))
 
 
-def _body_surface_points(labels: Volume, segment: Nerve) -> np.ndarray:
-    """World points of the body's outer surface near the segment (for the shortest way in)."""
-    from planner.metrics import mask_surface_points
-
-    reach = SEARCH_REACH_MM
-    while True:
-        crop = _crop_around(labels, segment.centreline, reach)
-        if crop is None:
-            return np.zeros((0, 3))
-        low, high = crop
-        body = np.asarray(labels.array)[low[0] : high[0], low[1] : high[1], low[2] : high[2]] != Tissue.AIR
-        points = mask_surface_points(labels, body, low)
-        if len(points) or reach > 4 * SEARCH_REACH_MM:
-            return points
-        reach *= 2
+def sphere_directions(count: int) -> np.ndarray:
+    """``count`` unit vectors spread evenly over the sphere (a Fibonacci lattice), shape (count, 3)."""
+    k = np.arange(count) + 0.5
+    polar = np.arccos(1.0 - 2.0 * k / count)
+    azimuth = math.pi * (1.0 + math.sqrt(5.0)) * k
+    return np.stack([np.cos(azimuth) * np.sin(polar), np.sin(azimuth) * np.sin(polar), np.cos(polar)], axis=1)
 
 
-def _directions(inward: np.ndarray, tangent: np.ndarray, tilts_deg, azimuths: int) -> list[np.ndarray]:
-    """Unit insertion directions: ``inward`` and tilts of it, the first azimuth towards the nerve's course."""
-    e1 = _perpendicular(inward, tangent)
-    e2 = np.cross(inward, e1)
-    out = []
-    for tilt in tilts_deg:
-        theta = math.radians(tilt)
-        if tilt == 0:
-            out.append(inward.copy())
-            continue
-        for k in range(azimuths):
-            phi = 2 * math.pi * k / azimuths
-            out.append(_unit(math.cos(theta) * inward + math.sin(theta) * (math.cos(phi) * e1 + math.sin(phi) * e2)))
-    return out
+def ways_in(labels: Volume, target, *, count: int, max_insertion_mm: float, step_mm: float = 0.5):
+    """Directions of insertion (unit, entry towards ``target``) along which a straight shaft
+    reaches ``target`` from the skin within ``max_insertion_mm``, and the depth of each, mm.
+
+    Rays go out from ``target`` in ``count`` directions spread over the sphere; a ray whose
+    line leaves the body (into air) inside the image within the length is a way in. Rays
+    that leave the image first (the body goes on beyond it) are not: their skin is unseen.
+    """
+    from planner.anatomy.skin import inside_body
+
+    outward = sphere_directions(count)
+    distances = np.arange(step_mm, max_insertion_mm + step_mm, step_mm)
+    points = np.asarray(target, dtype=float) + distances[None, :, None] * outward[:, None, :]
+    outside = ~inside_body(labels, points)
+    # Beyond the image (not a skin face) the body continues: inside_body says so already.
+    reach = outside.any(axis=1)
+    first = np.argmax(outside, axis=1)
+    return -outward[reach], distances[first[reach]]
 
 
-def _tip_options(centre, tangent, radius, direction, model) -> list[np.ndarray]:
+def _tip_options(centre, tangent, radius, direction, model, *, through: bool = False) -> list[np.ndarray]:
     """Tips for a probe along ``direction`` aimed at the nerve point ``centre``: stopping just
     short of the nerve, and passing beside it (either side) with the active segment level
-    with the nerve or its distal quarter there."""
+    with the nerve or its distal quarter there; with ``through``, also into the nerve with
+    the active segment centred on it (a neuroma)."""
     gap = radius + NERVE_CLEARANCE_MM
     beside = radius + 0.5 * model.diameter_mm + NERVE_CLEARANCE_MM
     side = _unit(np.cross(direction, tangent)) if np.linalg.norm(np.cross(direction, tangent)) > 0.2 else \
@@ -452,14 +480,14 @@ def _tip_options(centre, tangent, radius, direction, model) -> list[np.ndarray]:
     for along in (model.tip_offset_mm + 0.5 * model.active_length_mm, model.tip_offset_mm + 0.25 * model.active_length_mm):
         for sign in (1.0, -1.0):
             tips.append(centre + sign * beside * side + direction * along)
+    if through:
+        tips.append(centre + direction * (model.tip_offset_mm + 0.5 * model.active_length_mm))
     return tips
 
 
 # ============================================================================ the search
-def _single_probe_candidates(ctx: _Context, *, tip_step_mm, tilts_deg, azimuths, fixed=()):
+def _single_probe_candidates(ctx: _Context, *, tip_step_mm, n_directions, max_insertion_mm, fixed=()):
     """Grid of candidates for one more probe (``fixed``: (tip, direction) of probes already placed)."""
-    from scipy.spatial import cKDTree
-
     segment = ctx.segment
     length = segment.length_mm
     count = max(1, int(round(length / tip_step_mm)))
@@ -467,20 +495,16 @@ def _single_probe_candidates(ctx: _Context, *, tip_step_mm, tilts_deg, azimuths,
     centres = segment.point_at(arcs)
     tangents = np.array([_unit(segment.point_at(a + 0.5) - segment.point_at(a - 0.5)) for a in arcs])
     radii = np.interp(arcs, segment.arc_lengths(), segment.local_radii_mm())
-    tree = cKDTree(ctx.body_surface) if len(ctx.body_surface) else None
     candidates = []
     for centre, tangent, radius in zip(centres, tangents, radii):
-        if tree is None:
-            continue
-        _, nearest = tree.query(centre)
-        inward = _unit(centre - ctx.body_surface[nearest])
-        for direction in _directions(inward, tangent, tilts_deg, azimuths):
-            for tip in _tip_options(centre, tangent, radius, direction, ctx.model):
+        directions, _ = ways_in(ctx.labels, centre, count=n_directions, max_insertion_mm=max_insertion_mm)
+        for direction in directions:
+            for tip in _tip_options(centre, tangent, radius, direction, ctx.model, through=ctx.through_target):
                 if fixed and any(_too_close(tip, direction, t, d, ctx.model) for t, d in fixed):
                     continue
                 tips = [t for t, _ in fixed] + [tip]
-                directions = [d for _, d in fixed] + [direction]
-                candidates.append(ctx.judge(tips, directions))
+                directions_all = [d for _, d in fixed] + [direction]
+                candidates.append(ctx.judge(tips, directions_all))
     return candidates
 
 
@@ -491,13 +515,16 @@ def _too_close(tip, direction, other_tip, other_direction, model) -> bool:
 
 
 def _best_clear(ctx: _Context, candidates: list[Candidate], *, keep: int, max_insertion_mm: float,
-                max_checks: int = 60) -> list[Candidate]:
-    """The best ``keep`` candidates whose trajectories are clear (checked best-first)."""
+                max_checks: int = 40) -> list[Candidate]:
+    """The best ``keep`` candidates whose trajectories are clear: best-first, each screened
+    quickly (:meth:`_Context.quick_clear`) and the survivors checked in full."""
     ranked = sorted((c for c in candidates if c.feasible), key=lambda c: c.score(), reverse=True)
     clear, checks = [], 0
     for candidate in ranked:
         if checks >= max_checks or len(clear) >= keep:
             break
+        if not ctx.quick_clear(candidate, max_insertion_mm=max_insertion_mm):
+            continue
         ctx.check(candidate, max_insertion_mm=max_insertion_mm)
         checks += 1
         if candidate.clear:
@@ -537,6 +564,8 @@ def _refine(ctx: _Context, start: Candidate, *, moving: int, max_insertion_mm: f
             tips[moving], directions[moving] = new_tip, new_direction
             trial = ctx.judge(tips, directions)
             if not trial.feasible or trial.score() <= best.score():
+                continue
+            if not ctx.quick_clear(trial, max_insertion_mm=max_insertion_mm):
                 continue
             ctx.check(trial, max_insertion_mm=max_insertion_mm)
             if trial.clear:
@@ -589,11 +618,11 @@ def suggest_placement(
     nerves=(),
     vessels=None,
     start=None,
+    through_target: bool = False,
     confirm: bool = True,
     confirm_spacing_mm: float | None = None,
     tip_step_mm: float = TIP_STEP_MM,
-    tilts_deg: Sequence[float] = TILTS_DEG,
-    azimuths: int = AZIMUTHS,
+    n_directions: int = N_DIRECTIONS,
     max_insertion_mm: float = MAX_INSERTION_MM,
     preview_spacing_mm: float | None = None,
     cache_dir=None,
@@ -627,12 +656,18 @@ def suggest_placement(
         Vessel centrelines for the full-solver metrics (see :func:`compute_metrics`).
     start : sequence of (tip, entry), optional
         A placement to compare with (its preview coverage is reported).
+    through_target : bool
+        Allow the probe into the target (a neuroma treated from inside: tips with the
+        active segment centred on the nerve are tried, and the shaft may cross the target);
+        other nerves are still avoided.
     confirm : bool
         Run the full solver on the proposal and measure it (the slow part).
     confirm_spacing_mm : float, optional
         Full-solver cell size, mm (default: the solver's choice).
-    tip_step_mm, tilts_deg, azimuths
-        Density of the coarse search.
+    tip_step_mm, n_directions
+        Density of the coarse search: candidate tips every ``tip_step_mm`` along the
+        segment, directions from ``n_directions`` spread over the sphere (those that reach
+        the skin within ``max_insertion_mm``).
     max_insertion_mm : float
         Longest shaft from the skin to the tip allowed, mm.
     preview_spacing_mm : float, optional
@@ -669,12 +704,14 @@ def suggest_placement(
     segment = target if segment_mm is None else nerve_segment(target, *segment_mm)
     properties = tissue_properties_for_labels() if properties is None else properties
     others = [n if isinstance(n, Nerve) else Nerve.from_plan(n) for n in nerves]
-    check_nerves = [segment] + [n for n in others if n.name != segment.name]
+    # The shaft may enter the target only when asked (a neuroma is treated from inside).
+    check_nerves = ([] if through_target else [segment]) + [n for n in others if n.name != segment.name]
     preview_options = {"solver_spacing_mm": preview_spacing_mm, "cache_dir": cache_dir, "use_disk_cache": use_disk_cache}
     tissue = _search_tissue(labels, segment, properties)
     ctx = _Context(segment=segment, model=model, labels=labels, protocol=protocol, properties=properties,
                    skin_margin_mm=skin_margin_mm, nerves=check_nerves, preview_options=preview_options,
                    search_tissue=tissue)
+    ctx.through_target = bool(through_target)
     warnings: list[str] = [
         f"the search used the approximate preview in {Tissue(tissue).key} throughout; "
         "the full solver's numbers are the ones to read"
@@ -692,8 +729,8 @@ def suggest_placement(
     per_probe: list[float] = []
     for index in range(n_probes):
         say(f"probe {index + 1}: coarse search")
-        candidates = _single_probe_candidates(ctx, tip_step_mm=tip_step_mm, tilts_deg=tilts_deg, azimuths=azimuths,
-                                              fixed=fixed)
+        candidates = _single_probe_candidates(ctx, tip_step_mm=tip_step_mm, n_directions=n_directions,
+                                              max_insertion_mm=max_insertion_mm, fixed=fixed)
         clear = _best_clear(ctx, candidates, keep=3, max_insertion_mm=max_insertion_mm)
         if not clear:
             if index == 0:
@@ -761,4 +798,4 @@ def suggest_placement(
     return suggestion
 
 
-__all__ = ["Candidate", "Suggestion", "nerve_segment", "suggest_placement"]
+__all__ = ["Candidate", "Suggestion", "nerve_segment", "sphere_directions", "suggest_placement", "ways_in"]

@@ -17,7 +17,7 @@ SKIN_TOP = 40.0  # the skin surface, mm (z up; air above)
 PROTOCOL = [ProtocolStep("freeze", 120.0)]
 MODEL = "n2o-14g"
 # A small search keeps the test quick; the preview table is computed once (1 mm cells).
-SEARCH = {"tip_step_mm": 4.0, "tilts_deg": (0.0, 30.0, 55.0), "azimuths": 6, "preview_spacing_mm": 1.0}
+SEARCH = {"tip_step_mm": 4.0, "n_directions": 40, "preview_spacing_mm": 1.0}
 
 
 def block(*, bone_plate=None, bone_window_x=None):
@@ -106,7 +106,7 @@ def test_a_shallow_nerve_cannot_be_frozen_without_freezing_near_the_skin(cache):
     options = dict(labels=labels, protocol=PROTOCOL, segment_mm=(12.0, 28.0), confirm=False, cache_dir=cache, **SEARCH)
     safe = suggest_placement(nerve, MODEL, **options)
     assert not safe.found and safe.probes == []
-    assert any("no placement found" in w and "0 kept the 0 degC surface 3 mm from the skin" in w for w in safe.warnings)
+    assert any(w.startswith("no placement found") for w in safe.warnings)
     # Without a margin there is a placement, and its ice stays out of the skin itself.
     free = suggest_placement(nerve, MODEL, skin_margin_mm=0.0, **options)
     assert free.found and free.preview_covered_mm > 0.0
