@@ -634,9 +634,11 @@ def compute_metrics(
 
     Parameters
     ----------
-    run_or_result : planner.simulation.SimulationRun or planner.thermal.result.ThermalResult
+    run_or_result : SimulationRun, ThermalResult or PreviewResult
         A run gives defaults for ``labels`` (its tissue map), ``nerves`` (the plan's) and
-        ``vessels`` (the demo case's centrelines for a demo plan).
+        ``vessels`` (the demo case's centrelines for a demo plan). A preview
+        (:mod:`planner.thermal.preview`) is measured the same way and flagged approximate
+        in the notes.
     labels : Volume, optional
         Tissue map (:class:`planner.labels.Tissue` values) for the skin, vessel, bone and
         lung surfaces. Without one only nerves and volumes are measured.
@@ -696,6 +698,11 @@ def compute_metrics(
         "temperatures are the lowest each point reached over the whole protocol",
         f"a nerve point is covered when {'its whole cross-section (centre and ring of nerve radius)' if cross_section == 'whole' else 'any part of its cross-section'} fell below the level",
     ]
+    # A preview (planner.thermal.preview) covers only where it is cold: outside it is warm by construction.
+    approximate = bool(getattr(result, "approximate", False))
+    if approximate:
+        notes.append("APPROXIMATE: measured on the fast preview, not the full solver "
+                     + str(getattr(result, "caveat", "")).strip())
     warnings: list[PlanWarning] = []
 
     def warn(code, structure, message, distance=None, position=None):
@@ -814,7 +821,7 @@ def compute_metrics(
                 warn("spared_nerve_frozen", nerve.name,
                      f"nerve {nerve.name} (to spare): {nerve.covered_mm[level]:.1f} mm fell below {level:g} degC "
                      f"(coldest {nerve.coldest_c:.1f} degC)", nerve.covered_mm[level])
-        if nerve.outside_box and nerve.target:
+        if nerve.outside_box and nerve.target and not approximate:
             warn("outside_box", nerve.name,
                  f"nerve {nerve.name}: {nerve.outside_box} of {nerve.arc_mm.size} points lie outside the solver's "
                  f"box and count as body temperature ({body:g} degC)")

@@ -284,8 +284,9 @@ class _Context:
     """Everything the preview scoring needs, computed once per search."""
 
     def __init__(self, *, segment, model, labels, protocol, properties, skin_margin_mm, nerves, preview_options,
-                 search_tissue):
+                 search_tissue, through_target: bool = False):
         self.segment = segment
+        self.through_target = bool(through_target)
         self.model = model
         self.labels = labels
         self.protocol = tuple(protocol)
@@ -369,7 +370,8 @@ class _Context:
             inside = inside_body(self.labels, axis)
             if inside.all():
                 return False  # the skin is not reached within the length
-            axis = axis[: int(np.argmin(inside)) + 1]
+            keep = int(np.argmin(inside)) + 1
+            axis, distances = axis[:keep], distances[:keep]
             e1 = _perpendicular(direction, np.array([1.0, 0.0, 0.0]))
             e2 = np.cross(direction, e1)
             ring = axis[:, None, :] + radius * (np.cos(angles)[None, :, None] * e1 + np.sin(angles)[None, :, None] * e2)
@@ -378,8 +380,13 @@ class _Context:
             values = array[ijk[:, 2], ijk[:, 1], ijk[:, 0]]
             if np.isin(values, AVOID_VALUES).any():
                 return False
+            # A ball of the probe's radius around an axis point at least one radius back from
+            # the tip lies inside the shaft, so a nerve that close is touched for sure; the
+            # tip itself must not be inside a nerve.
+            back = axis[distances >= radius]
             for nerve in self.nerves:
-                if np.any(nerve.distance_to(axis) < float(np.max(nerve.local_radii_mm())) + radius):
+                nerve_radius = float(np.max(nerve.local_radii_mm()))
+                if np.any(nerve.distance_to(back) < nerve_radius + radius) or nerve.distance_to(tip) < nerve_radius:
                     return False
         return True
 
@@ -472,11 +479,12 @@ def _tip_options(centre, tangent, radius, direction, model, *, through: bool = F
     short of the nerve, and passing beside it (either side) with the active segment level
     with the nerve or its distal quarter there; with ``through``, also into the nerve with
     the active segment centred on it (a neuroma)."""
-    gap = radius + NERVE_CLEARANCE_MM
     beside = radius + 0.5 * model.diameter_mm + NERVE_CLEARANCE_MM
-    side = _unit(np.cross(direction, tangent)) if np.linalg.norm(np.cross(direction, tangent)) > 0.2 else \
-        _perpendicular(direction, tangent)
-    tips = [centre - direction * gap]
+    sine = float(np.linalg.norm(np.cross(direction, tangent)))  # of the angle between probe and nerve
+    side = _unit(np.cross(direction, tangent)) if sine > 0.2 else _perpendicular(direction, tangent)
+    tips = []
+    if sine > 0.3:  # stopping short of the nerve: the tip is (radius + clearance) from its axis
+        tips.append(centre - direction * (radius + NERVE_CLEARANCE_MM) / sine)
     for along in (model.tip_offset_mm + 0.5 * model.active_length_mm, model.tip_offset_mm + 0.25 * model.active_length_mm):
         for sign in (1.0, -1.0):
             tips.append(centre + sign * beside * side + direction * along)
@@ -710,8 +718,7 @@ def suggest_placement(
     tissue = _search_tissue(labels, segment, properties)
     ctx = _Context(segment=segment, model=model, labels=labels, protocol=protocol, properties=properties,
                    skin_margin_mm=skin_margin_mm, nerves=check_nerves, preview_options=preview_options,
-                   search_tissue=tissue)
-    ctx.through_target = bool(through_target)
+                   search_tissue=tissue, through_target=through_target)
     warnings: list[str] = [
         f"the search used the approximate preview in {Tissue(tissue).key} throughout; "
         "the full solver's numbers are the ones to read"

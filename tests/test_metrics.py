@@ -350,3 +350,13 @@ def test_bad_options_are_input_errors():
         compute_metrics(result, step_mm=0)
     with pytest.raises(InputError, match="expected a SimulationRun or ThermalResult"):
         compute_metrics(np.zeros(3))
+
+
+def test_a_preview_is_measured_and_flagged_approximate():
+    result = make_result(NERVE_GRID, lambda x, y, z: np.full_like(x, -50.0))
+    result.approximate, result.caveat = True, "APPROXIMATE PREVIEW (test)"  # as a PreviewResult says
+    metrics = compute_metrics(result, nerves=[nerve_along_x(NERVE_GRID, -20.0, 10.0, radius=0.5)])
+    assert any(note.startswith("APPROXIMATE") and "(test)" in note for note in metrics.notes)
+    # A preview lattice covers only where it is cold, so points beyond it are no cause for a warning.
+    assert "outside_box" not in [w.code for w in metrics.warnings]
+    assert metrics.nerves[0].covered_mm[-20.0] == pytest.approx(22.125, abs=TOL)
