@@ -404,9 +404,11 @@ class Scene3D:
     """The 3D view of a plan on one off-screen plotter, reused for every time.
 
     Shows the skin, bone and lung surfaces of the tissue map near the ice (cropped), the
-    vessels, nerves and probes, and the isotherm surfaces of a snapshot; the camera looks
-    along the first probe's approach (:func:`planner.scene.view3d.approach_view`) with a
-    parallel projection framing :attr:`PlanScene.focus`.
+    vessels, nerves and probes, and the isotherm surfaces of a snapshot, with a parallel
+    projection framing :attr:`PlanScene.focus`. The camera looks down the first probe's
+    approach, tilted a little (as :func:`planner.scene.view3d.approach_view`); of the tilts
+    in :func:`view_candidates` it takes the one that shows most of the ice (bone can hide
+    it from one side), so one plan's pictures all share one camera.
 
     Call :meth:`close` when done (frees the render window).
     """
@@ -428,7 +430,7 @@ class Scene3D:
             legend=False,
             note=False,
         )
-        self.camera = self._place_camera()
+        self.camera = self._place_camera(self._best_direction())
 
     def tissue_surfaces(self) -> dict:
         """Skin, bone and lung surfaces from the tissue map around the focus box (display only)."""
@@ -449,12 +451,42 @@ class Scene3D:
                 scene._surfaces = tissue_surfaces(display, tissues=wanted)
         return scene._surfaces
 
-    def _place_camera(self) -> dict:
-        from planner.scene import view3d
+    def _best_direction(self) -> np.ndarray:
+        """The candidate direction that shows the most of the coldest reached ice.
 
+        Each candidate is rendered small with the ice (the second-warmest isotherm, e.g.
+        -20 degC, of the lowest temperature reached) painted flat green over the scene;
+        the green pixels are counted. Ties keep the earlier candidate.
+        """
+        candidates = view_candidates(self.scene.probes)
+        levels = sorted(self.scene.isotherms_c, reverse=True)
+        if len(candidates) == 1 or not levels:
+            return candidates[0]
+        level = levels[1] if len(levels) > 1 else levels[0]
+        surface = self.scene.result.isotherm_surface(level, "min")
+        if surface.n_points == 0:
+            return candidates[0]
+        plotter = self.plotter
+        actor = plotter.add_mesh(surface, color=(0.0, 1.0, 0.0), lighting=False, name="view-test",
+                                 reset_camera=False, render=False)
+        size = list(plotter.window_size)
+        plotter.window_size = [max(self.shape[1] // 5, 64), max(self.shape[0] // 5, 48)]
+        counts = []
+        try:
+            for direction in candidates:
+                self._place_camera(direction)
+                plotter.render()
+                image = np.asarray(plotter.screenshot(return_img=True)[..., :3], dtype=int)
+                green = (image[..., 1] > 150) & (image[..., 0] < 110) & (image[..., 2] < 110)
+                counts.append(int(green.sum()))
+        finally:
+            plotter.remove_actor(actor, render=False)
+            plotter.window_size = size
+        return candidates[int(np.argmax(counts))]
+
+    def _place_camera(self, direction) -> dict:
         box = self.scene.focus
-        direction = np.asarray(view3d.approach_view(self.scene.probes) if self.scene.probes
-                               else view3d.VIEW_DIRECTIONS["anterior"], dtype=float)
+        direction = np.asarray(direction, dtype=float)
         direction /= np.linalg.norm(direction)
         up = np.array((0.0, -1.0, 0.0) if abs(direction[2]) > 0.9 else (0.0, 0.0, 1.0))
         up = up - (up @ direction) * direction
@@ -496,6 +528,29 @@ class Scene3D:
 
     def close(self) -> None:
         self.plotter.close()
+
+
+def view_candidates(probes) -> list[np.ndarray]:
+    """Camera directions (from the scene towards the camera) tried for the 3D view.
+
+    With probes: the first probe's approach (tip to entry) tilted by half its length to
+    each of four sides, the viewer's default side first
+    (:func:`planner.scene.view3d.approach_view`), then the approach itself. Without
+    probes: from the front.
+    """
+    from planner.scene import view3d
+
+    if not len(probes):
+        return [np.asarray(view3d.VIEW_DIRECTIONS["anterior"], dtype=float)]
+    default = np.asarray(view3d.approach_view(probes), dtype=float)
+    approach = np.asarray(probes[0].entry, dtype=float) - np.asarray(probes[0].tip, dtype=float)
+    approach /= np.linalg.norm(approach)
+    side = default - approach
+    side -= (side @ approach) * approach
+    side /= np.linalg.norm(side)
+    other = np.cross(approach, side)
+    return [approach + 0.5 * side, approach - 0.5 * side, approach + 0.5 * other, approach - 0.5 * other,
+            approach.copy()]
 
 
 def grown_box(box, factor: float) -> np.ndarray:
