@@ -268,6 +268,57 @@ def test_metric_rows_and_csv():
     assert table[("warning", "skin", "skin_near_ice")]["value"] == "close, 4.5 mm"
 
 
+def test_3d_camera_geometry_maps_world_points_to_their_pixels(tmp_path):
+    """Render a tiny plan seen from the side and find the probe's shaft where the camera
+    record puts it, with the picture's scale."""
+    from planner.simulation import run_plan
+
+    run = run_plan(tiny_plan(tmp_path / "p.json", nerve=False), spacing_mm=TINY_SPACING_MM)
+    scene = screenshots.plan_scene(run)
+    scene3d = screenshots.Scene3D(scene, (300, 400))
+    try:
+        geometry = scene3d.look_from((1.0, -0.3, 0.0))  # from the patient's left, the shaft upright
+        rgb = scene3d.render(-1)
+    finally:
+        scene3d.close()
+    assert rgb.shape == (300, 400, 3)
+    geometry["header_px"] = 0
+    brightness = rgb.astype(int).sum(axis=-1)
+    background = brightness[:5, :5].mean()
+    # Points on the shaft above the ice (z 18-28 mm) show the grey probe; 3 mm beside it, background.
+    for z in (18.0, 23.0, 28.0):
+        row, col = (int(round(float(v))) for v in screenshots.world_to_pixel(geometry, np.array([0.0, 0.0, z])))
+        assert brightness[row, col] > background + 150, z
+        side = np.array([0.0, 0.0, z]) + 3.0 * np.asarray(geometry["right"])
+        row, col = (int(round(float(v))) for v in screenshots.world_to_pixel(geometry, side))
+        assert abs(brightness[row, col] - background) < 10, z
+    # The scale: the shaft's 10 mm from z 18 to z 28 spans 10 mm / mm_per_px pixels (up is +z here).
+    rows = [screenshots.world_to_pixel(geometry, np.array([0.0, 0.0, z]))[0] for z in (18.0, 28.0)]
+    assert np.isclose(rows[0] - rows[1], 10.0 * geometry["up"][2] / geometry["mm_per_px"], rtol=1e-6)
+
+
+def test_a_time_without_ice_writes_pictures_and_says_why_surfaces_are_missing(tmp_path):
+    plan = tiny_plan(tmp_path / "p.json", nerve=False)
+    report = export_plans([plan], tmp_path / "out", **(TINY_KW | {"times": "0,end", "views": "axial"}))
+    assert report.exit_code == 0
+    record = report.outcomes[0].record
+    pictures = {f["time_s"]: f for f in record["files"] if f["kind"] == "image"}
+    assert set(pictures) == {0.0, 40.0}
+    surfaces = {f["time_s"] for f in record["files"] if f["kind"] == "surface"}
+    assert surfaces == {40.0}
+    assert any("no 0 degC surface at 0 s" in note for note in record["notes"])
+    start = read_png(tmp_path / "out" / pictures[0.0]["path"])
+    end = read_png(tmp_path / "out" / pictures[40.0]["path"])
+    # Around the probe (the legend repeats the colour in its corner): no -20 degC line at 0 s.
+    geometry = pictures[0.0]["geometry"]
+    row, col = screenshots.world_to_pixel(geometry, np.array([0.0, 0.0, 3.0]))
+    rr, cc = np.ogrid[: start.shape[0], : start.shape[1]]
+    near = (rr - row) ** 2 + (cc - col) ** 2 < (10.0 / geometry["mm_per_px"]) ** 2
+    blue = np.array(palette.to_rgb255(palette.isotherm_color(-20.0)))
+    assert not np.all(start == blue, axis=-1)[near].any()
+    assert np.all(end == blue, axis=-1)[near].any()
+
+
 # ============================================================================ the example plans
 def _example_plan_files() -> list[Path]:
     return [path for folder in EXAMPLE_INPUTS for path in sorted(folder.glob("*.json"))]

@@ -430,7 +430,7 @@ class Scene3D:
             legend=False,
             note=False,
         )
-        self.camera = self._place_camera(self._best_direction())
+        self.look_from(self._best_direction())
 
     def tissue_surfaces(self) -> dict:
         """Skin, bone and lung surfaces from the tissue map around the focus box (display only)."""
@@ -474,7 +474,7 @@ class Scene3D:
         counts = []
         try:
             for direction in candidates:
-                self._place_camera(direction)
+                self.look_from(direction)
                 plotter.render()
                 image = np.asarray(plotter.screenshot(return_img=True)[..., :3], dtype=int)
                 green = (image[..., 1] > 150) & (image[..., 0] < 110) & (image[..., 2] < 110)
@@ -484,7 +484,11 @@ class Scene3D:
             plotter.window_size = size
         return candidates[int(np.argmax(counts))]
 
-    def _place_camera(self, direction) -> dict:
+    def look_from(self, direction) -> dict:
+        """Point the camera at the focus box from ``direction`` (world vector from the scene
+        towards the camera), parallel projection framing the whole box; superior is up
+        unless the camera looks along the body's long axis. Sets and returns
+        :attr:`camera`, the picture's geometry record (:func:`world_to_pixel`)."""
         box = self.scene.focus
         direction = np.asarray(direction, dtype=float)
         direction /= np.linalg.norm(direction)
@@ -504,7 +508,7 @@ class Scene3D:
         self.plotter.enable_parallel_projection()
         camera.parallel_scale = half_height
         self.plotter.reset_camera_clipping_range()
-        return {
+        self.camera = {
             "kind": "3d",
             "focal_point_mm": [float(v) for v in centre],
             "towards_camera": [float(v) for v in direction],
@@ -513,6 +517,7 @@ class Scene3D:
             "mm_per_px": 2.0 * half_height / rows,
             "shape": [rows, cols],
         }
+        return self.camera
 
     def render(self, snapshot: int) -> np.ndarray:
         """RGB picture ``(rows, cols, 3)`` uint8 with the isotherms of ``snapshot``."""
