@@ -231,6 +231,18 @@ def _format_simulation_summary(summary: dict, out: Path) -> str:
 
 
 @app.command()
+def cases(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List the case library: ready plans with teaching notes (open one with `planner serve NAME`)."""
+    from planner.cases import cases_table, list_cases
+
+    library = list_cases()
+    if as_json:
+        _print_json([case.to_dict() for case in library])
+    else:
+        typer.echo("\n".join(cases_table(library)))
+
+
+@app.command()
 def serve(
     target: Optional[str] = typer.Argument(
         None, help="Case or demo name, plan file, or volume (file or DICOM folder) to open."

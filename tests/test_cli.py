@@ -161,3 +161,14 @@ def test_serve_refuses_a_target_it_cannot_open(tmp_path):
 
 def test_serve_refuses_a_missing_data_folder(tmp_path):
     assert_one_line_error(run_cli("serve", "intercostal", "--data", str(tmp_path / "nope")), "nope")
+
+
+def test_cases_lists_the_library_with_notes():
+    result = run_cli("cases", "--json")
+    assert result.returncode == 0, result.stderr
+    library = {case["name"]: case for case in json.loads(result.stdout)}
+    assert {"intercostal_t7", "lfcn_asis", "morton_neuroma", "head_supraorbital"} <= set(library)
+    assert all(case["note"] for case in library.values())
+    assert library["intercostal_t7"]["available"]
+    text = run_cli("cases")
+    assert text.returncode == 0 and "intercostal_t7" in text.stdout
