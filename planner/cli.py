@@ -243,35 +243,45 @@ def cases(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> 
 
 
 @app.command()
-def serve(
-    target: Optional[str] = typer.Argument(
-        None, help="Case or demo name, plan file, or volume (file or DICOM folder) to open."
-    ),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
-    port: int = typer.Option(8080, "--port", help="Port to listen on (0: any free port)."),
-    data: list[Path] = typer.Option([], "--data", help="Folder the browser may open files from and save into "
-                                    "(repeatable); nothing outside these folders is served or written."),
-    open_browser: bool = typer.Option(False, "--open", help="Open a browser tab on the viewer."),
+def export(
+    inputs: list[Path] = typer.Argument(..., help="Plan files and folders of plans (case names work too)."),
+    out: Path = typer.Option(..., "--out", help="Output folder."),
+    views: str = typer.Option("3d,axial,coronal,sagittal,probe", "--views",
+                              help="Comma-separated views: 3d, axial, coronal, sagittal, probe."),
+    times: str = typer.Option("end", "--times", help="'end', 'all', or seconds such as '120,300'."),
+    size: str = typer.Option("1600x1200", "--size", help="Picture size WIDTHxHEIGHT in pixels."),
+    workers: int = typer.Option(1, "--workers", help="Plans exported at once (worker processes)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler",
+                                            help="Dask: 'local-dask' or a scheduler address (tcp://host:8786)."),
+    force: bool = typer.Option(False, "--force", help="Redo plans whose outputs are already complete."),
+    spacing: Optional[float] = typer.Option(None, "--spacing", help="Solver grid spacing in mm (overrides plans)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
 ) -> None:
-    """Open the planner in a browser (trame)."""
-    from web.app import serve as serve_app
+    """Render plans headless: pictures, HTML reports, isotherm surfaces, NIfTI maps, metrics CSV."""
+    from planner.export.batch import export_plans
 
-    serve_app(_resolve_serve_target(target), host=host, port=port, data_dirs=tuple(data),
-              open_browser=open_browser)
+    report = export_plans(
+        [_resolve_plan_input(path) for path in inputs], out, views=views, times=times, size=size,
+        workers=workers, scheduler=scheduler, force=force, progress=not as_json, spacing_mm=spacing,
+    )
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        typer.echo("\n".join(report.describe()))
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
 
 
-def _resolve_serve_target(target: str | None) -> str | None:
-    """A case-library name becomes its plan file; anything else is passed on as given."""
-    if target is None or Path(target).exists():
-        return target
+def _resolve_plan_input(path: Path) -> Path:
+    """A case-library name stands for its plan file; paths are kept as they are."""
+    if path.exists():
+        return path
+    from planner.cases import case_path
+
     try:
-        from planner.cases import list_cases, load_case
-    except ImportError:  # the case library is optional
-        return target
-    if target in {case.name for case in list_cases()}:
-        _, path = load_case(target)
-        return str(path)
-    return target
+        return case_path(str(path))
+    except InputError:
+        return path  # the exporter reports the missing file with the other plans
 
 
 def _version_callback(value: bool) -> None:
@@ -286,6 +296,18 @@ def _root(
                                  help="Print the version and exit."),
 ) -> None:
     """cryoplan command line."""
+
+
+def _add_plugin_commands() -> None:
+    """Add the commands other packages register in the ``cryoplan.commands`` entry-point
+    group: the web app adds ``serve`` this way, so the core library never imports it."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group="cryoplan.commands"):
+        app.command(name=entry.name)(entry.load())
+
+
+_add_plugin_commands()
 
 
 def main(argv: list[str] | None = None) -> int:

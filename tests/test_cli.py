@@ -172,3 +172,22 @@ def test_cases_lists_the_library_with_notes():
     assert library["intercostal_t7"]["available"]
     text = run_cli("cases")
     assert text.returncode == 0 and "intercostal_t7" in text.stdout
+
+
+def test_export_reports_a_bad_plan_exits_nonzero_and_resumes(tmp_path):
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    small_plan(plans).rename(plans / "small.json")
+    (plans / "broken.json").write_text("{ not json")
+    out = tmp_path / "export"
+    args = ("export", str(plans), "--out", str(out), "--views", "axial", "--size", "400x300", "--json")
+    first = run_cli(*args)
+    assert first.returncode == 1, first.stderr
+    report = json.loads(first.stdout)
+    assert report["counts"]["ok"] == 1 and report["counts"]["failed"] == 1
+    failed = [plan for plan in report["plans"] if plan["status"] == "failed"]
+    assert "broken" in json.dumps(failed)
+    assert (out / "manifest.json").is_file() and (out / "index.html").is_file()
+
+    second = run_cli(*args)
+    assert json.loads(second.stdout)["counts"]["skipped"] == 1
