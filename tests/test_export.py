@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
@@ -331,20 +332,58 @@ def _missing_image(path: Path) -> list[str]:
     return file_problems(load_plan(path, check_files=False), path)
 
 
+def _once(tmp_path_factory, name: str, make) -> Path:
+    """A folder filled by ``make(folder)`` once per test session, shared by pytest-xdist
+    workers (the first one makes it while the others wait on a lock file)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    folder, done, lock = root / name, root / f"{name}.done", root / f"{name}.lock"
+    deadline = time.monotonic() + 1800
+    while True:
+        try:
+            handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            if done.exists():
+                return folder
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"waited too long for {lock}") from None
+            time.sleep(0.5)
+    try:
+        if not done.exists():
+            make(folder)
+            done.touch()
+    finally:
+        os.close(handle)
+        os.unlink(lock)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def example_export(tmp_path_factory):
-    """The example plans and the case library, exported on a coarse grid at two times."""
-    out = tmp_path_factory.mktemp("export") / "out"
-    report = export_plans(EXAMPLE_INPUTS, out, views="3d,axial,coronal,sagittal,probe", times=EXAMPLE_TIMES,
-                          size=f"{EXAMPLE_SIZE[0]}x{EXAMPLE_SIZE[1]}", spacing_mm=EXAMPLE_SPACING_MM)
-    return out, report
+    """The example plans and the case library, exported on a coarse grid at two times:
+    ``(out, ExportReport.to_dict())`` (made once per session, also under pytest-xdist)."""
+
+    def make(folder: Path) -> None:
+        report = export_plans(EXAMPLE_INPUTS, folder / "out", views="3d,axial,coronal,sagittal,probe",
+                              times=EXAMPLE_TIMES, size=f"{EXAMPLE_SIZE[0]}x{EXAMPLE_SIZE[1]}",
+                              spacing_mm=EXAMPLE_SPACING_MM)
+        (folder / "report.json").write_text(json.dumps(report.to_dict()), encoding="utf-8")
+
+    folder = _once(tmp_path_factory, "example_export", make)
+    return folder / "out", json.loads((folder / "report.json").read_text(encoding="utf-8"))
+
+
+def _ok_plans(report: dict) -> dict:
+    return {p["slug"]: Path(p["plan_path"]) for p in report["plans"] if p["status"] == "ok"}
 
 
 @pytest.fixture(scope="module")
 def exported_plans(example_export):
     """``{slug: (plan, placed probes)}`` of the example plans the export finished."""
     _, report = example_export
-    return _plans_and_probes({o.slug: o.plan_path for o in report.ok})
+    return _plans_and_probes(_ok_plans(report))
 
 
 def _encloses(surface, point) -> bool:
@@ -389,15 +428,15 @@ def _plans_and_probes(paths: dict) -> dict:
 def test_example_export_writes_every_expected_file(example_export):
     out, report = example_export
     files_in = _example_plan_files()
-    assert len(report.outcomes) == len(files_in) >= 3
+    assert len(report["plans"]) == len(files_in) >= 3
     unavailable = {path.name for path in files_in if _missing_image(path)}
-    for outcome in report.outcomes:
-        if Path(outcome.plan_path).name in unavailable:  # a case on an image that is not installed
-            assert outcome.status == "failed" and "volume" in outcome.message, outcome.message
+    for outcome in report["plans"]:
+        if Path(outcome["plan_path"]).name in unavailable:  # a case on an image that is not installed
+            assert outcome["status"] == "failed" and "volume" in outcome["message"], outcome["message"]
         else:
-            assert outcome.status == "ok", outcome.message
-    assert report.exit_code == (1 if unavailable else 0)
-    names = sorted(o.slug for o in report.ok)
+            assert outcome["status"] == "ok", outcome["message"]
+    assert report["exit_code"] == (1 if unavailable else 0)
+    names = sorted(_ok_plans(report))
     assert len(names) >= 3
     manifest = manifest_of(out)
     assert manifest["disclaimer"].endswith("Not for clinical use.")
@@ -423,7 +462,7 @@ def test_example_export_writes_every_expected_file(example_export):
         assert {f["format"] for f in files if f["plan"] == slug and f["kind"] == "metrics"} == {"csv", "json"}
     assert {f["path"] for f in files if f["plan"] is None} == {"index.html", "comparison.csv"}
     rows = list(csv.DictReader((out / "comparison.csv").read_text().splitlines()))
-    assert [r["status"] for r in rows] == [o.status for o in report.outcomes]
+    assert [r["status"] for r in rows] == [o["status"] for o in report["plans"]]
 
 
 def test_example_pictures_show_the_ice_at_the_probe(example_export, exported_plans):
@@ -510,7 +549,7 @@ def test_example_nifti_maps_share_the_source_geometry(example_export, exported_p
     from planner.imaging import read_volume
 
     out, report = example_export
-    paths = {o.slug: o.plan_path for o in report.ok}
+    paths = _ok_plans(report)
     on_images = 0
     for slug, (plan, probes) in exported_plans.items():
         folder = out / slug / "data"

@@ -706,7 +706,8 @@ def export_plans(
     ordered = []
     for path, task in zip(paths, tasks):
         outcome = outcomes[task.slug]
-        outcome.plan_path = path  # as the user named it
+        outcome.plan_path = path  # as the user named it, in messages too
+        outcome.message = outcome.message.replace(task.plan_path, str(path))
         ordered.append(outcome)
     report = _write_run_files(out_dir, ordered, settings)
     report.seconds = time.perf_counter() - started
