@@ -888,6 +888,9 @@ def save_plan(plan: Plan, path) -> Path:
             stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())
+        # mkstemp makes the file private (0600); give the plan the mode it had, or the
+        # usual mode for a new file (0666 less the umask).
+        os.chmod(temporary, _file_mode(path))
         os.replace(temporary, path)
     except BaseException:
         try:
@@ -897,6 +900,16 @@ def save_plan(plan: Plan, path) -> Path:
         raise
     _fsync_folder(folder)
     return path
+
+
+def _file_mode(path: Path) -> int:
+    """Permission bits for a saved plan: those of the file it replaces, else 0666 less the umask."""
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -500,3 +500,16 @@ def test_snapshot_times_default_to_the_end_of_each_step(base):
     assert snapshot_times(plan_from_dict(base)) == (120.0, 180.0, 300.0)
     base["snapshot_times_s"] = [0, 45.5, 300]
     assert snapshot_times(plan_from_dict(base)) == (0.0, 45.5, 300.0)
+
+
+def test_saved_plans_get_ordinary_permissions_and_keep_existing_ones(tmp_path):
+    plan = load_plan(HOMOGENEOUS_EXAMPLE)
+    umask = os.umask(0o022)
+    try:
+        fresh = save_plan(plan, tmp_path / "fresh.json")
+        assert fresh.stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0600
+        fresh.chmod(0o640)
+        save_plan(plan, fresh)
+        assert fresh.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(umask)
