@@ -1,31 +1,41 @@
-"""Fast ice-ball preview: a union of precomputed single-probe fields (an approximation).
+"""Fast ice-ball preview from precomputed single-probe fields (an approximation).
 
 The browser app needs an answer on every probe move, far faster than the full solver
 (:func:`planner.thermal.simulate`) can give one. The preview trades physics for speed:
 
 1. For each distinct probe model + its own step sequence + tissue, the full solver runs
    ONCE with that probe alone in homogeneous tissue, along a grid axis. Its minimum
-   temperature field (and the field at a few snapshot times) is averaged around the
+   temperature field (and the field at the end of each step) is averaged around the
    probe axis into an axisymmetric table ``T(r, z)``: ``r`` mm from the axis, ``z`` mm
-   along the shaft from the tip. Tables are kept in memory (least recently used dropped) and
-   on disk (``$CRYOPLAN_CACHE_DIR/preview``, else ``$XDG_CACHE_HOME/cryoplan/preview`` or
-   ``~/.cache/cryoplan/preview``) as ``.npz`` files named by a hash of the description,
-   so a later session is instant.
+   along the shaft from the tip. Tables are kept in memory (least recently used dropped)
+   and on disk (``$CRYOPLAN_CACHE_DIR/preview``, else ``$XDG_CACHE_HOME/cryoplan/preview``
+   or ``~/.cache/cryoplan/preview``) as ``.npz`` files named by a hash of the description,
+   so a later session is instant. The hash includes the solver's source fingerprint
+   (:func:`solver_fingerprint`), so a changed solver computes fresh tables.
 2. A placement's preview looks each probe's table up at every query point's ``(r, z)``
-   (bilinear) and keeps the MINIMUM over probes: the union of the single-probe ice balls.
+   (bilinear) and combines the probes:
+
+   - ``"union"`` (default): the MINIMUM over probes, the union of the single-probe ice
+     balls. No interaction: it UNDERESTIMATES the ice of close probes, most for the colder
+     isotherms between them (PHYSICS.md: phase change is nonlinear and neighbouring probes
+     freeze each other's surroundings). Conservative for "is the target cold enough", not
+     for "does the ice stay off the skin".
+   - ``"kirchhoff"``: each probe's Kirchhoff deficit ``int_T^body k(T') dT'`` (W/m) is
+     added and turned back into a temperature, never colder than the coldest probe. Steady
+     conduction with a temperature-dependent conductivity is linear in this variable, so
+     the sum estimates the interaction; it is much closer to the full solver for close
+     probes but can OVERESTIMATE the 0 degC ice.
 
 What this leaves out, and why it is labelled an approximation everywhere it is returned
-(:attr:`PreviewResult.approximate`, :attr:`PreviewResult.caveat`):
+(:attr:`PreviewResult.approximate`, :attr:`PreviewResult.caveat`, :data:`CAVEATS`; measured
+errors in benchmarks/PREVIEW.md):
 
-- Probe interaction. Phase change is nonlinear, so fields do not superpose; neighbouring
-  probes freeze each other's surroundings and their joint ice ball is larger than the
-  union (PHYSICS.md). The union therefore UNDERESTIMATES the ice, most for the colder
-  isotherms between close probes: conservative for "is the tissue cold enough", not for
-  "does the ice stay off the skin". Measured errors: benchmarks/PREVIEW.md.
+- Solved probe interaction (see above).
 - Anatomy. Each probe's table is for one homogeneous tissue (the given class, or the
   label at the middle of the probe's active segment); bone, fat, air and vessels around
   the probe are ignored.
-- Other probes' insulated shafts inside a neighbour's ice are ignored.
+- Other probes' insulated shafts inside a neighbour's ice; the full solver's dependence on
+  where a thin probe falls within its cells.
 
 Research and education only. Not for clinical use.
 """
@@ -33,6 +43,7 @@ Research and education only. Not for clinical use.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -73,16 +84,34 @@ TRIM_TOLERANCE_C = 0.5
 # field is only nearly axisymmetric near the probe).
 AZIMUTHS = 16
 
-# Measured against the full solver (benchmarks/bench_preview.py, table in
-# benchmarks/PREVIEW.md); quoted in every preview's caveat.
-MEASURED_ERROR_SUMMARY = "MEASURE-ME"
+# Measured against the full solver (benchmarks/bench_preview.py; the table is in
+# benchmarks/PREVIEW.md) and quoted in every preview's caveat.
+MEASURED_ERRORS = {
+    "union": (
+        "underestimates the -20 degC volume by ~34% for two 16 G N2O probes 6 mm apart in muscle "
+        "(0 degC -26%, -40 degC -41%) and by ~50% for three 17 G argon probes on a 15 mm triangle; "
+        "one probe alone within ~1% in homogeneous tissue, ~10% in the demo chest wall"
+    ),
+    "kirchhoff": (
+        "-20 degC volume +5% for two 16 G N2O probes 6 mm apart in muscle (0 degC +12%, -40 degC +19%) "
+        "and -14% for three 17 G argon probes on a 15 mm triangle (0 degC -1%, -40 degC -11%); "
+        "one probe alone within ~1% in homogeneous tissue, ~10% in the demo chest wall"
+    ),
+}
 
-CAVEAT = (
-    "APPROXIMATE PREVIEW, not the full solver: union of single-probe ice balls (precomputed "
-    "axisymmetric fields, homogeneous tissue per probe, no interaction between probes); "
-    + MEASURED_ERROR_SUMMARY
-    + ". Run the full simulation before drawing conclusions. Research and education only."
-)
+_COMBINED_BY = {
+    "union": "union of single-probe ice balls (no interaction between probes)",
+    "kirchhoff": "single-probe fields added as Kirchhoff deficits (interaction estimated, not solved)",
+}
+
+CAVEATS = {
+    mode: (
+        f"APPROXIMATE PREVIEW, not the full solver: {_COMBINED_BY[mode]}, from precomputed axisymmetric "
+        f"fields in homogeneous tissue per probe; {MEASURED_ERRORS[mode]}. Run the full simulation before "
+        "drawing conclusions. Research and education only."
+    )
+    for mode in MEASURED_ERRORS
+}
 
 DEFAULT_LEVELS = (0.0, -20.0, -40.0)
 
@@ -122,17 +151,32 @@ class ProbeFieldKey:
     times: tuple[float, ...]
 
     def as_json(self) -> str:
-        """Canonical JSON text of the key (with the table format and planner version)."""
+        """Canonical JSON text of the key, with the table format, the planner version and the
+        solver's source fingerprint (so a changed solver never reuses an old table)."""
         from planner import __version__
 
         payload = dataclasses.asdict(self)
         payload["table_format"] = TABLE_FORMAT
         payload["planner_version"] = __version__
+        payload["solver"] = solver_fingerprint()
         return json.dumps(payload, sort_keys=True, separators=(",", ":"), default=repr)
 
     def digest(self) -> str:
         """SHA-256 (hex, 32 characters) of :meth:`as_json`: the cache file's name."""
         return hashlib.sha256(self.as_json().encode("utf-8")).hexdigest()[:32]
+
+
+@functools.lru_cache(maxsize=1)
+def solver_fingerprint() -> str:
+    """SHA-256 (16 hex characters) of the thermal solver's source files (every module of
+    :mod:`planner.thermal` but this one): part of every table's cache key."""
+    digest = hashlib.sha256()
+    folder = Path(__file__).resolve().parent
+    for path in sorted(folder.glob("*.py")):
+        if path.name != Path(__file__).name:
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 @dataclass(eq=False)
@@ -174,6 +218,7 @@ class ProbeFieldTable:
     solver_spacing_mm: float
     solver_method: str = ""
     notes: list[str] = field(default_factory=list)
+    derived: dict = field(default_factory=dict, repr=False)
 
     @property
     def r_max_mm(self) -> float:
@@ -243,7 +288,8 @@ def cache_folder() -> Path:
 
 
 def _save_table(table: ProbeFieldTable, path: Path) -> None:
-    """Write ``table`` to ``path`` atomically (temp file + rename); a failure only logs nothing."""
+    """Write ``table`` to ``path`` atomically (temp file + rename). A folder that cannot be
+    written costs a recompute next time, nothing more, so failures are ignored."""
     meta = {
         "key": table.key.as_json(),
         "step_mm": table.step_mm,
@@ -254,6 +300,7 @@ def _save_table(table: ProbeFieldTable, path: Path) -> None:
         "solver_method": table.solver_method,
         "notes": table.notes,
     }
+    temp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temp = tempfile.mkstemp(prefix=path.stem, suffix=".tmp", dir=path.parent)
@@ -267,11 +314,8 @@ def _save_table(table: ProbeFieldTable, path: Path) -> None:
             )
         os.replace(temp, path)
     except OSError:
-        # A read-only or full cache folder costs a recompute next time, nothing more.
-        try:
-            os.unlink(temp)  # type: ignore[possibly-undefined]
-        except (OSError, NameError):
-            pass
+        if temp is not None and os.path.exists(temp):
+            os.unlink(temp)
 
 
 def _load_table(key: ProbeFieldKey, path: Path) -> ProbeFieldTable | None:
@@ -530,52 +574,189 @@ def probe_field_table(
 
 
 # ============================================================================ lookups
+# The kernels run on one thread: a few milliseconds per probe, and on a 2-core machine
+# that also serves the browser a thread team costs more than it saves (measured).
 @numba.njit(cache=True, fastmath=True)
-def _bilinear_min(table, step, z0, dx, dy, dz, ax, ay, az, current):
-    """min(current, the table's value at offset (dx, dy, dz) mm from the tip of a probe along (ax, ay, az))."""
-    # Probe frame: z along the shaft from the tip, r from the axis.
-    z = dx * ax + dy * ay + dz * az
-    r2 = dx * dx + dy * dy + dz * dz - z * z
-    r = math.sqrt(r2) if r2 > 0.0 else 0.0
-    fr = r / step
-    fz = (z - z0) / step
+def _bilinear(table, step, z0, dx, dy, dz, ax, ay, az, outside):
+    """The table's value at offset (dx, dy, dz) mm from the tip of a probe along (ax, ay, az);
+    ``outside`` beyond the table."""
+    # Probe frame: z along the shaft from the tip, r from the axis. Cheap rejections first:
+    # most lattice voxels of a far probe fall outside its table.
     nz, nr = table.shape
-    if fr >= nr - 1 or fz < 0.0 or fz >= nz - 1:
-        return current
+    inverse = 1.0 / step
+    fz = (dx * ax + dy * ay + dz * az - z0) * inverse
+    if fz < 0.0 or fz >= nz - 1:
+        return outside
+    z = fz * step + z0
+    r2 = (dx * dx + dy * dy + dz * dz - z * z) * (inverse * inverse)
+    if r2 >= (nr - 1) * (nr - 1):
+        return outside
+    fr = math.sqrt(r2) if r2 > 0.0 else 0.0
     ir = int(fr)
     iz = int(fz)
     tr = fr - ir
     tz = fz - iz
-    value = (1.0 - tz) * ((1.0 - tr) * table[iz, ir] + tr * table[iz, ir + 1]) + tz * (
-        (1.0 - tr) * table[iz + 1, ir] + tr * table[iz + 1, ir + 1]
-    )
-    return value if value < current else current
+    low = table[iz, ir] + tr * (table[iz, ir + 1] - table[iz, ir])
+    high = table[iz + 1, ir] + tr * (table[iz + 1, ir + 1] - table[iz + 1, ir])
+    return low + tz * (high - low)
 
 
-@numba.njit(cache=True, parallel=True, fastmath=True)
+@numba.njit(cache=True, fastmath=True)
 def _lattice_min(out, k0, k1, j0, j1, i0, i1, origin, steps, tip, axis, table, step, z0):
     """out[k, j, i] = min(out, table at the voxel centre origin + i ex + j ey + k ez) over the sub-box."""
     ax, ay, az = axis[0], axis[1], axis[2]
-    for k in numba.prange(k0, k1):
+    for k in range(k0, k1):
         for j in range(j0, j1):
             bx = origin[0] + j * steps[0, 1] + k * steps[0, 2] - tip[0]
             by = origin[1] + j * steps[1, 1] + k * steps[1, 2] - tip[1]
             bz = origin[2] + j * steps[2, 1] + k * steps[2, 2] - tip[2]
             for i in range(i0, i1):
-                out[k, j, i] = _bilinear_min(
-                    table, step, z0, bx + i * steps[0, 0], by + i * steps[1, 0], bz + i * steps[2, 0],
-                    ax, ay, az, out[k, j, i],
-                )
+                value = _bilinear(table, step, z0, bx + i * steps[0, 0], by + i * steps[1, 0],
+                                  bz + i * steps[2, 0], ax, ay, az, np.inf)
+                if value < out[k, j, i]:
+                    out[k, j, i] = value
 
 
-@numba.njit(cache=True, parallel=True, fastmath=True)
+@numba.njit(cache=True, fastmath=True)
+def _lattice_sum(total, largest, owner, index, k0, k1, j0, j1, i0, i1, origin, steps, tip, axis, table, step, z0):
+    """total += table (a deficit, 0 outside) over the sub-box; ``owner`` = ``index`` where this
+    probe's deficit is the largest so far."""
+    ax, ay, az = axis[0], axis[1], axis[2]
+    for k in range(k0, k1):
+        for j in range(j0, j1):
+            bx = origin[0] + j * steps[0, 1] + k * steps[0, 2] - tip[0]
+            by = origin[1] + j * steps[1, 1] + k * steps[1, 2] - tip[1]
+            bz = origin[2] + j * steps[2, 1] + k * steps[2, 2] - tip[2]
+            for i in range(i0, i1):
+                value = _bilinear(table, step, z0, bx + i * steps[0, 0], by + i * steps[1, 0],
+                                  bz + i * steps[2, 0], ax, ay, az, 0.0)
+                total[k, j, i] += value
+                if value > largest[k, j, i]:
+                    largest[k, j, i] = value
+                    owner[k, j, i] = index
+
+
+@numba.njit(cache=True, fastmath=True)
+def _lattice_add(total, k0, k1, j0, j1, i0, i1, origin, steps, tip, axis, table, step, z0):
+    """total += table (a deficit, 0 outside) over the sub-box (all probes in one tissue)."""
+    ax, ay, az = axis[0], axis[1], axis[2]
+    for k in range(k0, k1):
+        for j in range(j0, j1):
+            bx = origin[0] + j * steps[0, 1] + k * steps[0, 2] - tip[0]
+            by = origin[1] + j * steps[1, 1] + k * steps[1, 2] - tip[1]
+            bz = origin[2] + j * steps[2, 1] + k * steps[2, 2] - tip[2]
+            for i in range(i0, i1):
+                total[k, j, i] += _bilinear(table, step, z0, bx + i * steps[0, 0], by + i * steps[1, 0],
+                                            bz + i * steps[2, 0], ax, ay, az, 0.0)
+
+
+@numba.njit(cache=True, fastmath=True)
 def _points_min(out, points, tip, axis, table, step, z0):
     """out[n] = min(out[n], table at world point n)."""
     ax, ay, az = axis[0], axis[1], axis[2]
-    for n in numba.prange(points.shape[0]):
-        out[n] = _bilinear_min(
-            table, step, z0, points[n, 0] - tip[0], points[n, 1] - tip[1], points[n, 2] - tip[2], ax, ay, az, out[n]
-        )
+    for n in range(points.shape[0]):
+        value = _bilinear(table, step, z0, points[n, 0] - tip[0], points[n, 1] - tip[1], points[n, 2] - tip[2],
+                          ax, ay, az, np.inf)
+        if value < out[n]:
+            out[n] = value
+
+
+@numba.njit(cache=True, fastmath=True)
+def _points_sum(total, largest, owner, index, points, tip, axis, table, step, z0):
+    """:func:`_lattice_sum` at world points."""
+    ax, ay, az = axis[0], axis[1], axis[2]
+    for n in range(points.shape[0]):
+        value = _bilinear(table, step, z0, points[n, 0] - tip[0], points[n, 1] - tip[1], points[n, 2] - tip[2],
+                          ax, ay, az, 0.0)
+        total[n] += value
+        if value > largest[n]:
+            largest[n] = value
+            owner[n] = index
+
+
+@numba.njit(cache=True, fastmath=True)
+def _invert(total, owner, first, spacing, temperatures, out):
+    """out[n] = the temperature whose deficit is total[n], from probe owner[n]'s tissue curve
+    (``temperatures[o]`` sampled at deficits ``first[o] + m * spacing[o]``; clamped at its ends)."""
+    last = temperatures.shape[1] - 1
+    for n in range(total.shape[0]):
+        o = owner[n]
+        f = (total[n] - first[o]) / spacing[o]
+        if f <= 0.0:
+            out[n] = temperatures[o, 0]
+        elif f >= last:
+            out[n] = temperatures[o, last]
+        else:
+            m = int(f)
+            t = f - m
+            out[n] = (1.0 - t) * temperatures[o, m] + t * temperatures[o, m + 1]
+
+
+# ============================================================================ combining
+COMBINE_MODES = ("union", "kirchhoff")
+
+
+@functools.lru_cache(maxsize=32)
+def _kirchhoff_curve(tissue: TissueProperties, body_temperature: float) -> tuple[np.ndarray, np.ndarray]:
+    """Temperatures (ascending, degC) and their Kirchhoff deficit ``int_T^body k(T') dT'`` (W/m,
+    decreasing; 0 at body temperature, negative above it), sampled every 0.01 degC."""
+    temperatures = np.arange(-250.0, body_temperature + 60.0, 0.01)
+    conductivity = np.asarray(tissue.conductivity(temperatures), dtype=float)
+    integral = np.concatenate([[0.0], np.cumsum(0.5 * (conductivity[1:] + conductivity[:-1]) * 0.01)])
+    deficit = np.interp(body_temperature, temperatures, integral) - integral
+    return temperatures, deficit
+
+
+def _deficit_table(table: ProbeFieldTable, time_s: float | None) -> np.ndarray:
+    """The table as Kirchhoff deficits (W/m), cached on the table."""
+    cache_key = ("deficit", time_s)
+    if cache_key not in table.derived:
+        temperatures, deficit = _kirchhoff_curve(table.key.tissue, table.body_temperature)
+        values = np.interp(table.field(time_s), temperatures, deficit)
+        table.derived[cache_key] = np.ascontiguousarray(values, dtype=np.float32)
+    return table.derived[cache_key]
+
+
+def _inverse_curves(tables, time_s: float | None, samples: int = 8192):
+    """Per table, deficit -> temperature sampled uniformly: (first, spacing, temperatures (n, samples)).
+
+    Clamped at the coldest value any table reaches (no superposition is colder than the
+    coldest probe) and at the warmest."""
+    coldest = min(float(t.field(time_s).min()) for t in tables)
+    warmest = max(max(float(t.field(time_s).max()) for t in tables), tables[0].body_temperature) + 1.0
+    first, spacing, curves = [], [], []
+    for table in tables:
+        temperatures, deficit = _kirchhoff_curve(table.key.tissue, table.body_temperature)
+        low = float(np.interp(warmest, temperatures, deficit))
+        high = float(np.interp(coldest, temperatures, deficit))
+        axis = np.linspace(low, high, samples)
+        curves.append(np.interp(axis, deficit[::-1], temperatures[::-1]))
+        first.append(low)
+        spacing.append((high - low) / (samples - 1))
+    return np.array(first), np.array(spacing), np.ascontiguousarray(curves, dtype=np.float32)
+
+
+def _combine_at_points(prepared: "_Prepared", points: np.ndarray, time_s: float | None, combine: str) -> np.ndarray:
+    """Combined field at world points ``(n, 3)`` (float64, contiguous): ``(n,)`` float32 degC."""
+    active = [(probe, table) for probe, table in zip(prepared.probes, prepared.tables) if table is not None]
+    n = points.shape[0]
+    if combine == "union":
+        out = np.full(n, prepared.body_temperature, dtype=np.float32)
+        for probe, table in active:
+            _points_min(out, points, np.asarray(probe.tip, dtype=np.float64), probe.axis.astype(np.float64),
+                        np.ascontiguousarray(table.field(time_s), dtype=np.float32), float(table.step_mm),
+                        float(table.z0_mm))
+        return out
+    total = np.zeros(n, dtype=np.float32)
+    largest = np.zeros(n, dtype=np.float32)
+    owner = np.zeros(n, dtype=np.int32)
+    for index, (probe, table) in enumerate(active):
+        _points_sum(total, largest, owner, index, points, np.asarray(probe.tip, dtype=np.float64),
+                    probe.axis.astype(np.float64), _deficit_table(table, time_s), float(table.step_mm),
+                    float(table.z0_mm))
+    out = np.empty(n, dtype=np.float32)
+    _invert(total, owner, *_inverse_curves([t for _, t in active], time_s), out)
+    return out
 
 
 # ============================================================================ placements
@@ -696,6 +877,7 @@ def preview_at_points(
     tissue: int | None = None,
     tissue_labels: Volume | None = None,
     time_s: float | None = None,
+    combine: str = "union",
     body_temperature: float = 37.0,
     solver_spacing_mm: float | None = None,
     cache_dir=None,
@@ -703,8 +885,9 @@ def preview_at_points(
     progress: Callable[[float], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> np.ndarray:
-    """APPROXIMATE temperature at world points: the minimum over probes of each probe's
-    precomputed single-probe field (see the module notes and :data:`CAVEAT`).
+    """APPROXIMATE temperature at world points from each probe's precomputed single-probe
+    field (see the module notes and :data:`CAVEATS`). Fast: about a microsecond per point
+    and probe once the tables are cached.
 
     Parameters
     ----------
@@ -722,7 +905,9 @@ def preview_at_points(
     time_s : float, optional
         None: the lowest temperature reached over the protocol; else the temperature at this
         time (s; the end of a step, or a time precomputed through :func:`preview_ice_ball`'s
-        ``snapshot_times``).
+        ``snapshot_times``; another time costs a new precompute).
+    combine : {"union", "kirchhoff"}
+        How the probes' fields combine; see :func:`preview_ice_ball`.
     body_temperature : float
         degC.
     solver_spacing_mm : float, optional
@@ -740,30 +925,25 @@ def preview_at_points(
         raise InputError(f"points: must have shape (..., 3) in world mm, got {points.shape}")
     if not np.all(np.isfinite(points)):
         raise InputError("points: must be finite (world mm)")
+    _check_combine(combine)
     extra = () if time_s is None else (float(time_s),)
     prepared = _prepare(
         probes, protocol, properties=properties, tissue=tissue, tissue_labels=tissue_labels,
         body_temperature=body_temperature, solver_spacing_mm=solver_spacing_mm, snapshot_times=extra,
         cache_dir=cache_dir, use_disk_cache=use_disk_cache, progress=progress, cancel=cancel,
     )
-    return _points_field(prepared, points, time_s)
-
-
-def _points_field(prepared: _Prepared, points: np.ndarray, time_s: float | None) -> np.ndarray:
     flat = np.ascontiguousarray(points.reshape(-1, 3), dtype=np.float64)
-    out = np.full(flat.shape[0], prepared.body_temperature, dtype=np.float32)
-    for probe, table in zip(prepared.probes, prepared.tables):
-        if table is None:
-            continue
-        values = np.ascontiguousarray(table.field(time_s), dtype=np.float32)
-        _points_min(out, flat, np.asarray(probe.tip, dtype=np.float64), probe.axis.astype(np.float64), values,
-                   float(table.step_mm), float(table.z0_mm))
-    return out.reshape(points.shape[:-1])
+    return _combine_at_points(prepared, flat, time_s, combine).reshape(points.shape[:-1])
+
+
+def _check_combine(combine: str) -> None:
+    if combine not in COMBINE_MODES:
+        raise InputError(f"combine must be one of {', '.join(COMBINE_MODES)}; got {combine!r}")
 
 
 @dataclass(eq=False)
 class PreviewResult:
-    """An APPROXIMATE ice ball on a uniform lattice around the probes (see :data:`CAVEAT`).
+    """An APPROXIMATE ice ball on a uniform lattice around the probes (see :data:`CAVEATS`).
 
     Shaped like :class:`~planner.thermal.result.ThermalResult` where it can be (``grid``,
     ``min_temperature``, ``snapshot_times``, ``temperatures``, ``isotherm_*``), so views
@@ -787,10 +967,12 @@ class PreviewResult:
         World LPS mm active-segment end points of each probe.
     levels : tuple of float
         degC isotherms the lattice was sized for and the summary reports.
+    combine : {"union", "kirchhoff"}
+        How the single-probe fields were combined (see :func:`preview_ice_ball`).
     approximate : bool
         Always True: this is not a full-solver result.
     caveat : str
-        What the approximation leaves out and its measured error.
+        What the approximation leaves out and its measured error (:data:`CAVEATS`).
     run_time_s : float
         Wall time of this preview excluding any precompute, s.
     precompute_s : float
@@ -808,12 +990,17 @@ class PreviewResult:
     temperatures: np.ndarray
     probe_axes: np.ndarray
     levels: tuple[float, ...] = DEFAULT_LEVELS
+    combine: str = "union"
     approximate: bool = True
-    caveat: str = CAVEAT
+    caveat: str = ""
     run_time_s: float = 0.0
     precompute_s: float = 0.0
     tables: tuple = ()
     notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.caveat:
+            self.caveat = CAVEATS.get(self.combine, CAVEATS["union"])
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -929,7 +1116,7 @@ class PreviewResult:
         return {
             "approximate": True,
             "caveat": self.caveat,
-            "method": "preview: union of precomputed single-probe fields",
+            "method": f"preview: precomputed single-probe fields combined by {self.combine}",
             "grid_cells": [nx, ny, nz],
             "spacing_mm": self.spacing_mm,
             "run_time_s": float(self.run_time_s),
@@ -960,6 +1147,7 @@ def preview_ice_ball(
     margin_mm: float = 2.0,
     direction=None,
     snapshot_times: Sequence[float] = (),
+    combine: str = "union",
     body_temperature: float = 37.0,
     solver_spacing_mm: float | None = None,
     cache_dir=None,
@@ -967,8 +1155,8 @@ def preview_ice_ball(
     progress: Callable[[float], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> PreviewResult:
-    """APPROXIMATE ice ball of ``probes`` on a lattice: the union (minimum) of precomputed
-    single-probe fields. For interactive use; not the full solver (see :data:`CAVEAT`).
+    """APPROXIMATE ice ball of ``probes`` on a lattice, combined from precomputed single-probe
+    fields. For interactive use; not the full solver (see :data:`CAVEATS`).
 
     Parameters
     ----------
@@ -996,7 +1184,16 @@ def preview_ice_ball(
         volume's direction to match its slices). Voxel centres sit on multiples of
         ``spacing_mm`` along these axes, so moving a probe never shifts the lattice.
     snapshot_times : sequence of float
-        s; also return the temperature at these times (each adds a lookup pass).
+        s; also return the temperature at these times (each adds a lookup pass; a time that
+        is not the end of a step costs a new precompute).
+    combine : {"union", "kirchhoff"}
+        ``"union"``: the minimum over probes, i.e. the union of the single-probe ice balls
+        (no interaction; underestimates the cold isotherms of close probes, conservative for
+        "is the target cold enough"). ``"kirchhoff"``: the probes' Kirchhoff deficits
+        ``int_T^body k dT`` are added and turned back into a temperature, never colder than
+        the coldest probe (steady conduction with temperature-dependent conductivity is
+        linear in that variable); much closer to the full solver for close probes, but it
+        can overestimate the 0 degC volume (benchmarks/PREVIEW.md).
     body_temperature : float
         degC.
     solver_spacing_mm : float, optional
@@ -1030,6 +1227,7 @@ def preview_ice_ball(
     axes = np.eye(3) if direction is None else np.asarray(direction, dtype=float)
     if axes.shape != (3, 3) or not np.all(np.isfinite(axes)) or not np.allclose(axes.T @ axes, np.eye(3), atol=1e-5):
         raise InputError("direction: must be an orthonormal 3x3 matrix (columns: lattice axes in world)")
+    _check_combine(combine)
     times = tuple(float(t) for t in snapshot_times)
     prepared = _prepare(
         probes, protocol, properties=properties, tissue=tissue, tissue_labels=tissue_labels,
@@ -1037,7 +1235,7 @@ def preview_ice_ball(
         cache_dir=cache_dir, use_disk_cache=use_disk_cache, progress=progress, cancel=cancel,
     )
     return _lattice_preview(prepared, spacing_mm=float(spacing_mm), levels=levels, cover=cover,
-                            margin_mm=float(margin_mm), axes=axes, times=times)
+                            margin_mm=float(margin_mm), axes=axes, times=times, combine=combine)
 
 
 def _max_pairwise_distance(points: np.ndarray) -> float:
@@ -1064,54 +1262,129 @@ def _cylinder_bounds(tip, axis, r, z_lo, z_hi, axes) -> np.ndarray:
     return np.stack([ends.min(axis=0) - half, ends.max(axis=0) + half])
 
 
-def _lattice_preview(prepared: _Prepared, *, spacing_mm, levels, cover, margin_mm, axes, times) -> PreviewResult:
+@dataclass(frozen=True)
+class _Lattice:
+    """A uniform lattice along ``axes`` (world columns) whose voxel centres sit on multiples of
+    ``spacing`` mm: index ``first`` (x, y, z) is the first voxel."""
+
+    first: np.ndarray
+    shape: tuple[int, int, int]
+    spacing: float
+    axes: np.ndarray
+
+    @classmethod
+    def covering(cls, lo, hi, spacing, axes) -> "_Lattice":
+        first = np.floor(np.asarray(lo) / spacing).astype(np.int64)
+        last = np.ceil(np.asarray(hi) / spacing).astype(np.int64)
+        nx, ny, nz = (last - first + 1).tolist()
+        return cls(first, (nz, ny, nx), float(spacing), axes)
+
+    @property
+    def origin_world(self) -> np.ndarray:
+        return self.axes @ (self.first * self.spacing)
+
+    def sub_box(self, probe: PlacedProbe, table: ProbeFieldTable):
+        """Index ranges (k0, k1, j0, j1, i0, i1) the probe's table reaches, or None."""
+        z_lo, z_hi = table.z_range_mm
+        box = _cylinder_bounds(np.asarray(probe.tip, dtype=float), probe.axis, table.r_max_mm, z_lo, z_hi, self.axes)
+        nz, ny, nx = self.shape
+        i_lo = np.clip(np.floor(box[0] / self.spacing).astype(np.int64) - self.first, 0, [nx, ny, nz])
+        i_hi = np.clip(np.ceil(box[1] / self.spacing).astype(np.int64) - self.first + 1, 0, [nx, ny, nz])
+        if np.any(i_hi <= i_lo):
+            return None
+        return int(i_lo[2]), int(i_hi[2]), int(i_lo[1]), int(i_hi[1]), int(i_lo[0]), int(i_hi[0])
+
+    def fill(self, active, combine: str, time_s: float | None, body_temperature: float) -> np.ndarray:
+        """The combined field of ``active`` (probe, table) pairs on the lattice, (nz, ny, nx) float32."""
+        origin = self.origin_world
+        steps = np.ascontiguousarray(self.axes * self.spacing)  # columns: world step per i, j, k
+        if combine == "union":
+            out = np.full(self.shape, body_temperature, dtype=np.float32)
+            for probe, table in active:
+                ranges = self.sub_box(probe, table)
+                if ranges is not None:
+                    values = np.ascontiguousarray(table.field(time_s), dtype=np.float32)
+                    _lattice_min(out, *ranges, origin, steps, np.asarray(probe.tip, dtype=np.float64),
+                                 probe.axis.astype(np.float64), values, float(table.step_mm), float(table.z0_mm))
+            return out
+        total = np.zeros(self.shape, dtype=np.float32)
+        owner = np.zeros(self.shape, dtype=np.int32)
+        # With one tissue for all probes every deficit turns back through the same curve.
+        one_tissue = len({table.key.tissue for _, table in active}) == 1
+        largest = None if one_tissue else np.zeros(self.shape, dtype=np.float32)
+        for index, (probe, table) in enumerate(active):
+            ranges = self.sub_box(probe, table)
+            if ranges is None:
+                continue
+            where = (np.asarray(probe.tip, dtype=np.float64), probe.axis.astype(np.float64),
+                     _deficit_table(table, time_s), float(table.step_mm), float(table.z0_mm))
+            if one_tissue:
+                _lattice_add(total, *ranges, origin, steps, *where)
+            else:
+                _lattice_sum(total, largest, owner, index, *ranges, origin, steps, *where)
+        out = np.empty(self.shape, dtype=np.float32)
+        _invert(total.reshape(-1), owner.reshape(-1), *_inverse_curves([t for _, t in active], time_s),
+                out.reshape(-1))
+        return out
+
+    def voxel_bounds(self, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Lattice-frame box (mm) of the voxel centres where ``mask`` (nz, ny, nx) is True."""
+        k, j, i = np.nonzero(mask)
+        index = np.stack([i, j, k], axis=-1) + self.first
+        return index.min(axis=0) * self.spacing, index.max(axis=0) * self.spacing
+
+
+def _lattice_preview(prepared: _Prepared, *, spacing_mm, levels, cover, margin_mm, axes, times,
+                     combine) -> PreviewResult:
     from planner.imaging.memory import check_fits_in_memory
 
     started = time.perf_counter()
-    fields: list[float | None] = [None] + list(times)
-    boxes = []
-    for probe, table in zip(prepared.probes, prepared.tables):
-        if table is None:
-            continue
-        tip, axis = np.asarray(probe.tip, dtype=float), probe.axis
-        for time_s in fields:
-            extent = table.cold_extent(cover, time_s=time_s)
-            if extent is not None:
-                boxes.append(_cylinder_bounds(tip, axis, *extent, axes))
-    if not boxes:  # nothing that cold: a small lattice around the active segments
-        for probe in prepared.probes:
-            start, end = probe.active_segment()
-            boxes.append(_cylinder_bounds(np.asarray(probe.tip, dtype=float), probe.axis, probe.radius_mm,
-                                          probe.tip_offset_mm, probe.tip_offset_mm + probe.active_length_mm, axes))
-    boxes = np.array(boxes)
-    lo = boxes[:, 0].min(axis=0) - margin_mm
-    hi = boxes[:, 1].max(axis=0) + margin_mm
-    first = np.floor(lo / spacing_mm).astype(np.int64)
-    last = np.ceil(hi / spacing_mm).astype(np.int64)
-    nx, ny, nz = (last - first + 1).tolist()
-    shape = (nz, ny, nx)
-    check_fits_in_memory(shape, np.float32, "preview lattice", copies=1 + len(times))
-    origin_lattice = first * spacing_mm
-    origin_world = axes @ origin_lattice
-    step_vectors = axes * spacing_mm  # columns: world step per i, j, k
+    active = [(probe, table) for probe, table in zip(prepared.probes, prepared.tables) if table is not None]
+    body = prepared.body_temperature
+
+    def boxes_colder_than(level_of):
+        boxes = []
+        for probe, table in active:
+            for time_s in [None, *times]:
+                extent = table.cold_extent(level_of(table), time_s=time_s)
+                if extent is not None:
+                    boxes.append(_cylinder_bounds(np.asarray(probe.tip, dtype=float), probe.axis, *extent, axes))
+        return np.array(boxes).reshape(-1, 2, 3)
+
+    boxes = boxes_colder_than(lambda table: cover)
+    lo = boxes[:, 0].min(axis=0) if len(boxes) else None
+    hi = boxes[:, 1].max(axis=0) if len(boxes) else None
+    if combine == "kirchhoff" and len(active) > 1:
+        # A sum of n deficits reaches the cover level's deficit only where one of them reaches
+        # 1/n of it. Find where the sum gets that cold on a coarse lattice over those (larger)
+        # regions first, then fill the fine lattice there only.
+        def share_level(table):
+            temperatures, deficit = _kirchhoff_curve(table.key.tissue, table.body_temperature)
+            share = float(np.interp(cover, temperatures, deficit)) / len(active)
+            return float(np.interp(share, deficit[::-1], temperatures[::-1]))
+
+        wide = boxes_colder_than(share_level)
+        if len(wide):
+            coarse = _Lattice.covering(wide[:, 0].min(axis=0), wide[:, 1].max(axis=0), 4 * spacing_mm, axes)
+            check_fits_in_memory(coarse.shape, np.float32, "preview lattice", copies=4.0)
+            cold = np.zeros(coarse.shape, dtype=bool)
+            for time_s in [None, *times]:
+                cold |= coarse.fill(active, combine, time_s, body) < cover
+            if cold.any():
+                lo, hi = coarse.voxel_bounds(cold)
+                lo, hi = lo - coarse.spacing, hi + coarse.spacing
+    if lo is None:  # nothing that cold: a small lattice around the active segments
+        segments = np.array([_cylinder_bounds(np.asarray(p.tip, dtype=float), p.axis, p.radius_mm, p.tip_offset_mm,
+                                              p.tip_offset_mm + p.active_length_mm, axes) for p in prepared.probes])
+        lo, hi = segments[:, 0].min(axis=0), segments[:, 1].max(axis=0)
+    lattice = _Lattice.covering(lo - margin_mm, hi + margin_mm, spacing_mm, axes)
+    shape = lattice.shape
+    copies = (1 + len(times)) * (1.0 if combine == "union" else 4.0)
+    check_fits_in_memory(shape, np.float32, "preview lattice", copies=copies)
+    origin_world = lattice.origin_world
 
     def fill(time_s):
-        out = np.full(shape, prepared.body_temperature, dtype=np.float32)
-        for probe, table in zip(prepared.probes, prepared.tables):
-            if table is None:
-                continue
-            tip, axis = np.asarray(probe.tip, dtype=float), probe.axis
-            z_lo, z_hi = table.z_range_mm
-            box = _cylinder_bounds(tip, axis, table.r_max_mm, z_lo, z_hi, axes)
-            i_lo = np.clip(np.floor(box[0] / spacing_mm).astype(np.int64) - first, 0, [nx, ny, nz])
-            i_hi = np.clip(np.ceil(box[1] / spacing_mm).astype(np.int64) - first + 1, 0, [nx, ny, nz])
-            if np.any(i_hi <= i_lo):
-                continue
-            values = np.ascontiguousarray(table.field(time_s), dtype=np.float32)
-            _lattice_min(out, int(i_lo[2]), int(i_hi[2]), int(i_lo[1]), int(i_hi[1]), int(i_lo[0]), int(i_hi[0]),
-                        origin_world, np.ascontiguousarray(step_vectors), tip, axis.astype(np.float64), values,
-                        float(table.step_mm), float(table.z0_mm))
-        return out
+        return lattice.fill(active, combine, time_s, body)
 
     min_temperature = fill(None)
     temperatures = np.stack([fill(t) for t in times]) if times else np.zeros((0,) + shape, dtype=np.float32)
@@ -1127,6 +1400,8 @@ def _lattice_preview(prepared: _Prepared, *, spacing_mm, levels, cover, margin_m
         temperatures=temperatures,
         probe_axes=probe_axes,
         levels=levels,
+        combine=combine,
+        caveat=CAVEATS[combine],
         run_time_s=time.perf_counter() - started,
         precompute_s=prepared.precompute_s,
         tables=prepared.tables,
@@ -1135,11 +1410,13 @@ def _lattice_preview(prepared: _Prepared, *, spacing_mm, levels, cover, margin_m
 
 
 __all__ = [
-    "CAVEAT",
+    "CAVEATS",
+    "COMBINE_MODES",
     "PreviewResult",
     "ProbeFieldKey",
     "ProbeFieldTable",
     "cache_folder",
+    "solver_fingerprint",
     "clear_preview_cache",
     "preview_at_points",
     "preview_ice_ball",
