@@ -9,13 +9,9 @@ from planner.labels import Tissue
 from planner.plan import PlanNerve
 from planner.volume import Volume, affine_from_geometry
 
+from geometry import rotation
 
-def rotation(z_deg, y_deg, x_deg):
-    a, b, c = np.radians([z_deg, y_deg, x_deg])
-    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
-    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
-    rx = np.array([[1, 0, 0], [0, np.cos(c), -np.sin(c)], [0, np.sin(c), np.cos(c)]])
-    return rz @ ry @ rx
+
 
 
 AXIS_ALIGNED = affine_from_geometry((0.5, 0.5, 0.5), (0.0, 0.0, 0.0))
