@@ -12,8 +12,6 @@ from planner.volume import Volume, affine_from_geometry
 from geometry import rotation
 
 
-
-
 AXIS_ALIGNED = affine_from_geometry((0.5, 0.5, 0.5), (0.0, 0.0, 0.0))
 OBLIQUE = affine_from_geometry((0.5, 0.45, 0.6), (-30.0, 14.0, 60.0), rotation(35, -25, 15))
 

@@ -13,8 +13,6 @@ from planner.volume import Volume, affine_from_geometry
 from geometry import rotation
 
 
-
-
 GRIDS = {
     "axis-aligned": affine_from_geometry((0.5, 0.5, 0.5), (0.0, 0.0, 0.0)),
     "oblique anisotropic": affine_from_geometry((0.5, 0.6, 0.7), (-25.0, 40.0, 10.0), rotation(-30, 20, 65)),

@@ -11,8 +11,6 @@ from planner.volume import Volume, affine_from_geometry
 from geometry import rotation
 
 
-
-
 MIRROR = np.diag([1.0, -1.0, 1.0])
 GRIDS = {
     "axis-aligned": affine_from_geometry((0.5, 0.5, 0.5), (0.0, 0.0, 0.0)),

@@ -22,8 +22,6 @@ from planner.volume import Volume, affine_from_geometry
 from geometry import rotation
 
 
-
-
 OBLIQUE = affine_from_geometry((0.8, 0.7, 1.2), (-40.0, 12.0, 55.0), rotation(25, -15, 35))
 
 SHAPE = (20, 24, 28)  # (k, j, i)

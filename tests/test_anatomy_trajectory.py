@@ -21,8 +21,6 @@ from planner.volume import Volume, affine_from_geometry
 from geometry import rotation
 
 
-
-
 GRIDS = {
     "axis-aligned": affine_from_geometry((0.5, 0.5, 0.5), (0.0, 0.0, 0.0)),
     "oblique": affine_from_geometry((0.5, 0.5, 0.5), (31.0, -12.0, 140.0), rotation(40, -25, 60)),
