@@ -42,6 +42,7 @@ figure img { width: 100%; height: auto; display: block; }
 figcaption { font-size: 0.85em; color: #5a6172; margin-top: 4px; }
 .plot svg { max-width: 100%; height: auto; }
 .thumb { width: 160px; height: auto; display: block; }
+.wide { overflow-x: auto; }
 code { background: #e9ecf1; padding: 0 3px; }
 footer { margin-top: 36px; color: #5a6172; font-size: 0.85em; }
 """
@@ -432,7 +433,7 @@ def index_html(entries, settings: dict) -> str:
         label = {"ok": "exported", "skipped": "up to date", "failed": "failed"}[status]
         if record is None:
             rows.append([escape(entry.get("plan_file", "")), f'<span class="{status}">{label}</span>', "",
-                         escape(entry.get("message", "")), "", "", "", "", "", "", ""])
+                         escape(entry.get("message", ""))] + [""] * 9)
             continue
         summary = record.get("summary", {})
         volumes = summary.get("volume_ml", {})
@@ -440,7 +441,6 @@ def index_html(entries, settings: dict) -> str:
         images = [f for f in record["files"] if f.get("kind") == "image"]
         thumb = (f'<a href="{escape(report)}"><img class="thumb" src="{escape(images[0]["path"])}" '
                  f'alt="{escape(images[0]["view"])} view"></a>') if images else ""
-        volume_text = " / ".join(_num(volumes.get(key), 2) for key in ("0", "-20", "-40"))
         rows.append([
             f'<a href="{escape(report)}">{escape(record["plan"]["name"])}</a><br>'
             f'<span class="meta">{escape(entry.get("plan_file", ""))}</span>',
@@ -448,16 +448,20 @@ def index_html(entries, settings: dict) -> str:
             thumb,
             escape(summary.get("targets") or "\N{EM DASH}"),
             _num(summary.get("skin_clearance_mm"), 1),
-            volume_text,
+            *(_num(volumes.get(key), 2) for key in ("0", "-20", "-40")),
             _num(summary.get("min_temperature_c"), 1),
             "\N{EM DASH}" if summary.get("warnings") is None else str(summary["warnings"]),
             escape(summary.get("probes", "")),
             escape(summary.get("protocol", "")),
             _num(summary.get("spacing_mm"), 2),
         ])
-    body.append(_table(["plan", "status", "picture", "target nerves below -20 \N{DEGREE SIGN}C",
-                        "skin gap (mm)", "ice 0 / -20 / -40 \N{DEGREE SIGN}C (ml)", "coldest (\N{DEGREE SIGN}C)",
-                        "warnings", "probes", "protocol", "grid (mm)"], rows, numeric=(4, 6, 7, 10)))
+    table = _table(["plan", "status", "picture", "target nerves below -20 \N{DEGREE SIGN}C", "skin gap (mm)",
+                    "ice 0 \N{DEGREE SIGN}C (ml)", "ice -20 \N{DEGREE SIGN}C (ml)", "ice -40 \N{DEGREE SIGN}C (ml)",
+                    "coldest (\N{DEGREE SIGN}C)", "warnings", "probes", "protocol", "grid (mm)"], rows,
+                   numeric=(4, 5, 6, 7, 8, 9, 12))
+    body.append(f'<div class="wide">{table}</div>')
+    body.append('<p class="meta">Ice volumes and the coldest temperature are over the whole protocol (the '
+                'lowest temperature each place reached); the skin gap is from the 0 \N{DEGREE SIGN}C surface.</p>')
     body.append('<p class="meta">The same table as CSV: <a href="comparison.csv">comparison.csv</a>; every file with '
                 'its checksum: <a href="manifest.json">manifest.json</a>.</p>')
     return _page("cryoplan export", "\n".join(body))
