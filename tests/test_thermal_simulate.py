@@ -258,3 +258,39 @@ def test_summary_is_json_ready_and_surface_is_in_world_mm(single_z):
     assert radial.max() == pytest.approx(across / 2, abs=0.6)
     min_volume = single_z.min_temperature_volume()
     assert min_volume.array.shape == single_z.grid.shape or not single_z.grid.is_uniform
+
+
+# ----------------------------------------------------------------- maximum principle (issue 3)
+MUSCLE_VARIABLE_K = generic_soft_tissue(perfusion=0.0005, name="muscle")
+
+
+@pytest.mark.parametrize(("spacing", "frozen_k_varies"), [(1.0, True), (1.0, False), (2.0, True), (2.0, False)])
+def test_coarse_grid_long_steps_stay_within_the_boundary_temperatures(spacing, frozen_k_varies):
+    """Two 16 G N2O probes (-75 degC, 5 s cool-down) in muscle, 20 s freeze + 10 s passive thaw,
+    default (long) RKL2 steps: no cell may get colder than the probe or warmer than the body.
+    With a constant frozen conductivity the 1 mm grid's unchecked steps reached -84 degC."""
+    import dataclasses
+
+    props = {MUSCLE: dataclasses.replace(MUSCLE_VARIABLE_K, frozen_conductivity_varies=frozen_k_varies)}
+    boundary = ProbeBoundary("temperature", freeze_temperature=-75.0, cooldown_time=5.0)
+    probes = [PlacedProbe(name, (x, 0.0, 0.0), (x, 0.0, 40.0), 1.65, 6.0, boundary)
+              for name, x in (("a", -3.0), ("b", 3.0))]
+    steps = [ProtocolStep("freeze", 20.0), ProtocolStep("passive_thaw", 10.0)]
+    result = simulate(probes, steps, tissue=MUSCLE, properties=props, spacing_mm=spacing)
+    assert result.min_temperature.min() >= -75.0 - 0.5
+    assert result.min_temperature.min() < -60.0  # the probe did freeze
+    assert float(np.max(result.temperatures)) <= 37.0 + 1e-3
+
+
+def test_a_retried_step_is_reported_in_the_notes():
+    """The 1 mm constant-k_f case needs retried steps: the solver says so and still lands on time."""
+    import dataclasses
+
+    props = {MUSCLE: dataclasses.replace(MUSCLE_VARIABLE_K, frozen_conductivity_varies=False)}
+    boundary = ProbeBoundary("temperature", freeze_temperature=-75.0, cooldown_time=5.0)
+    probes = [PlacedProbe(name, (x, 0.0, 0.0), (x, 0.0, 40.0), 1.65, 6.0, boundary)
+              for name, x in (("a", -3.0), ("b", 3.0))]
+    result = simulate(probes, [ProtocolStep("freeze", 20.0)], tissue=MUSCLE, properties=props, spacing_mm=1.0)
+    assert any("retried at half length" in note for note in result.notes)
+    assert result.snapshot_times[-1] == pytest.approx(20.0)
+    assert result.min_temperature.min() >= -75.5
