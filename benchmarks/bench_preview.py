@@ -204,7 +204,8 @@ def print_errors(results: list[dict]) -> None:
                   f"{row['dd_mm']:+.1f} | {r['mean_abs_c']:.2f} | {r['max_abs_c']:.1f} |")
     print()
     for r in results[::2]:
-        print(f"{r['case']}: full solve {r['full_solve_s']:.0f} s; preview (tables cached) {r['preview_s']:.2f} s")
+        print(f"{r['case']}: full solve {r['full_solve_s']:.0f} s; preview {r['preview_s']:.2f} s "
+              "(a first run includes computing the tables)")
 
 
 # ------------------------------------------------------------------------ timing

@@ -88,14 +88,14 @@ AZIMUTHS = 16
 # benchmarks/PREVIEW.md) and quoted in every preview's caveat.
 MEASURED_ERRORS = {
     "union": (
-        "underestimates the -20 degC volume by ~34% for two 16 G N2O probes 6 mm apart in muscle "
-        "(0 degC -26%, -40 degC -41%) and by ~50% for three 17 G argon probes on a 15 mm triangle; "
-        "one probe alone within ~1% in homogeneous tissue, ~10% in the demo chest wall"
+        "underestimates the -20 degC volume by ~33% for two 16 G N2O probes 6 mm apart in muscle "
+        "(0 degC -25%, -40 degC -41%) and by ~51% for three 17 G argon probes on a 15 mm triangle; "
+        "one probe alone within ~1.5% in homogeneous tissue, ~12% in the demo chest wall"
     ),
     "kirchhoff": (
-        "-20 degC volume +5% for two 16 G N2O probes 6 mm apart in muscle (0 degC +12%, -40 degC +19%) "
-        "and -14% for three 17 G argon probes on a 15 mm triangle (0 degC -1%, -40 degC -11%); "
-        "one probe alone within ~1% in homogeneous tissue, ~10% in the demo chest wall"
+        "-20 degC volume +5% for two 16 G N2O probes 6 mm apart in muscle (0 degC +12%, -40 degC +18%) "
+        "and -17% for three 17 G argon probes on a 15 mm triangle (0 degC -4%, -40 degC -15%); "
+        "one probe alone within ~1.5% in homogeneous tissue, ~12% in the demo chest wall"
     ),
 }
 
