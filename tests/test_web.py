@@ -156,10 +156,14 @@ def test_solver_worker_reports_progress_and_cancels_without_blocking():
             worker.submit("{}", None, spacing_mm=None)
         messages = worker.wait(timeout_s=300)
         kinds = [m[0] for m in messages]
-        assert kinds[-1] == "done", messages[-1]
+        assert kinds[-3:] == ["result", "metrics", "done"], messages[-1]
         assert "progress" in kinds and all(m[1] == job for m in messages)
-        result = messages[-1][2]
+        result, metrics = messages[-3][2], messages[-2][2]
         assert result.temperatures.min() < -20.0
+        # The metrics came with it (computed in the worker): the target nerve is measured.
+        assert not isinstance(metrics, str), metrics
+        assert metrics.nerves[0].target and metrics.nerves[0].coldest_c < 0.0
+        assert any(line.startswith("nerve ") for line in metrics.describe())
         # A long run is cancelled on request.
         session.set_protocol([("freeze", 600), ("passive_thaw", 600), ("freeze", 600)])
         worker.submit(plan_to_json(session.to_plan()), session.labels, spacing_mm=0.5)
@@ -170,3 +174,51 @@ def test_solver_worker_reports_progress_and_cancels_without_blocking():
         assert worker.wait(timeout_s=120)[-1][0] == "cancelled"
     finally:
         worker.close()
+
+
+def test_preview_worker_returns_an_approximate_ice_ball_around_the_probe():
+    from planner.plan import plan_to_json
+    from planner.scene.slices import sample_temperature
+    from web.freeze import SolverWorker
+
+    session = Session()
+    session.load_demo("intercostal")
+    session.add_probe("n2o-14g", DEMO_TIP, DEMO_ENTRY)
+    session.set_protocol([("freeze", 60)])
+    worker = SolverWorker()
+    try:
+        worker.submit(plan_to_json(session.to_plan()), session.labels, kind="preview", vessels=session.vessels)
+        messages = worker.wait(timeout_s=300)
+        kinds = [m[0] for m in messages]
+        assert kinds[-3:] == ["result", "metrics", "done"], messages[-1]
+        preview = messages[-3][2]
+        assert preview.approximate and "APPROXIMATE" in preview.caveat.upper()
+        probe = session.placed_probes()[0]
+        axis = np.subtract(probe.entry, probe.tip) / np.linalg.norm(np.subtract(probe.entry, probe.tip))
+        middle = np.asarray(probe.tip) + axis * (probe.tip_offset_mm + probe.active_length_mm / 2)
+        # Cold beside the active segment, body temperature 30 mm away.
+        assert sample_temperature(preview, middle[None], snapshot="min")[0] < -20.0
+        assert sample_temperature(preview, (middle + [30.0, 0, 0])[None], snapshot="min")[0] > 36.0
+        # What the views draw for this plan is the preview until a full result exists.
+        session.preview, session.preview_key = preview, session.plan_key()
+        shown, is_preview, _ = session.shown_result()
+        assert shown is preview and is_preview
+        session.nudge_probe(0, (1.0, 0.0, 0.0))  # moved: the preview no longer matches
+        assert session.shown_result()[0] is None
+    finally:
+        worker.close()
+
+
+def test_exported_files_are_served_only_from_the_exports_folder(tmp_path):
+    folders = DataFolders.from_paths([tmp_path])
+    report = folders.export_folder() / "plan" / "report.html"
+    report.parent.mkdir()
+    report.write_text("<html></html>")
+    (folders.export_folder() / "plan" / "metrics.json").write_text("{}")
+    (tmp_path / "secret.json").write_text("{}")
+    assert folders.export_file("plan/report.html") == report.resolve()
+    for bad in ("../secret.json", "/etc/passwd", "plan", "plan/missing.png"):
+        with pytest.raises(InputError):
+            folders.export_file(bad)
+    # Export outputs are not offered as plans to open.
+    assert [item["value"] for item in folders.listing()] == ["0:secret.json"]

@@ -174,6 +174,9 @@ def test_demo_case_loads_and_the_3d_view_shows_it(page, server):
 
 
 def test_typed_probe_and_freeze_show_isotherms_and_the_time_slider_changes_them(page, server):
+    # No ice before the probe (a preview's ice may appear as soon as it is added).
+    before_3d = canvas_rgb(page)
+    before_axial = slice_rgb(page, "axial")
     add_probe(page)
     assert "-82.4, 81.5, -156.6" in page.inner_text("#probe-list")
     # One 60 s freeze, a snapshot every 15 s, on the coarse grid: quick.
@@ -187,8 +190,6 @@ def test_typed_probe_and_freeze_show_isotherms_and_the_time_slider_changes_them(
     every.fill("15")
     every.press("Tab")
     _poll(lambda: page.locator(".step-remove").count() == 1, timeout_s=10, what="a one-step protocol")
-    before_3d = canvas_rgb(page)
-    before_axial = slice_rgb(page, "axial")
     page.click("#run-freeze")
     _poll(lambda: "done" in page.inner_text("#freeze-status") or "fail" in page.inner_text("#freeze-status"),
           timeout_s=240, what="the freeze to finish", interval_s=1.0)
@@ -213,8 +214,12 @@ def test_typed_probe_and_freeze_show_isotherms_and_the_time_slider_changes_them(
     assert abs(rows.mean() - cross_row) < 0.1 * axial.shape[0]
     assert abs(cols.mean() - cross_col) < 0.1 * axial.shape[1]
     page.screenshot(path=str(server["shots"] / "frozen.png"))
-    metrics = page.inner_text("#metrics")
-    assert "ice below -20" in metrics and "ml" in metrics
+    # The metrics panel: planner.metrics' nerve coverage of the full run, in words and numbers.
+    metrics = _poll(lambda: (lambda text: text if "intercostal_nerve_T7 (target" in text else None)(
+        page.inner_text("#metrics")), timeout_s=60, what="nerve coverage in the metrics panel")
+    assert "Full simulation" in metrics and "below -20 \N{DEGREE SIGN}C" in metrics and "mm (" in metrics
+    assert "ice volumes" in metrics and "ml" in metrics
+    assert "PREVIEW" not in page.inner_text("#shown-label")
 
     # Back to the first snapshot (15 s): less ice on the slice and in 3D.
     page.locator(".v-slider-thumb").first.focus()
@@ -231,6 +236,64 @@ def test_typed_probe_and_freeze_show_isotherms_and_the_time_slider_changes_them(
     # Still some ice at 15 s: the slider shows an earlier ice ball, not none.
     assert cold_mask(early_axial).sum() > cold_mask(before_axial).sum()
     page.screenshot(path=str(server["shots"] / "early.png"))
+    # Play runs through the snapshots to the last and stops.
+    page.click("#play")
+    _poll(lambda: "t = 60 s" in page.inner_text("#snapshot-label"), timeout_s=30, what="play to reach the end")
+    _poll(lambda: "mdi-play" in page.inner_html("#play"), timeout_s=10, what="play to stop at the end")
+
+
+def test_a_typed_probe_shows_the_preview_without_a_freeze(page, server):
+    before_3d = canvas_rgb(page)
+    add_probe(page)
+    before_axial = slice_rgb(page, "axial")  # the probe drawn, no ice yet (or the preview already)
+    # The first preview of a probe model and protocol may build its table (a solver run,
+    # cached on disk after): allow for it.
+    _poll(lambda: page.locator("#shown-label").count() and "PREVIEW" in page.inner_text("#shown-label"),
+          timeout_s=240, what="the preview label", interval_s=0.5)
+    assert "approximation" in page.inner_text("#shown-label").lower()
+    axial = _poll(lambda: (lambda image: image if purple_mask(image).sum() > 10 else None)(slice_rgb(page, "axial")),
+                  timeout_s=20, what="preview isotherm colours in the axial slice")
+    assert cold_mask(axial).sum() > cold_mask(before_axial).sum() or purple_mask(before_axial).sum() > 10
+    _poll(lambda: (lambda image: image if cold_mask(image).sum() > cold_mask(before_3d).sum() + 300
+                   and purple_mask(image).sum() > 50 else None)(canvas_rgb(page)),
+          timeout_s=30, what="preview isotherm colours in the 3D view")
+    assert "no freeze computed yet" in page.inner_text("#freeze-status")
+    metrics = _poll(lambda: (lambda text: text if "intercostal_nerve_T7" in text else None)(
+        page.inner_text("#metrics")), timeout_s=60, what="preview metrics")
+    assert "PREVIEW (approximation)" in metrics and "not the full solver" in metrics.lower()
+    page.screenshot(path=str(server["shots"] / "preview.png"))
+    # Nudged: a new preview around the moved probe replaces the old one.
+    old_rows, old_cols = np.nonzero(purple_mask(slice_rgb(page, "axial")))
+    for _ in range(3):
+        page.click("#nudge-xp")  # +1 mm each (left, +x in LPS)
+
+    def moved():
+        rows, cols = np.nonzero(purple_mask(slice_rgb(page, "axial")))
+        return len(cols) > 10 and abs(cols.mean() - old_cols.mean()) > 1.5
+
+    _poll(moved, timeout_s=60, what="the preview's ice to follow the nudged probe on the axial slice")
+    assert "PREVIEW" in page.inner_text("#shown-label")
+
+
+def test_export_report_offers_the_html_report(page, server):
+    add_probe(page)
+    page.fill("#plan-name", "export_check")
+    page.click("#export-report")
+    _poll(lambda: "exported" in page.inner_text("#export-status") or "failed" in page.inner_text("#export-status"),
+          timeout_s=300, what="the export", interval_s=1.0)
+    assert "exported" in page.inner_text("#export-status"), page.inner_text("#export-status")
+    assert (server["data"] / "plans" / "export_check.json").exists()
+    with page.expect_download() as download_info:
+        page.get_by_text("report.html", exact=True).click()
+    html_text = Path(download_info.value.path()).read_text()
+    assert "export_check" in html_text and "clinical" in html_text.lower()
+    with page.expect_download() as download_info:
+        page.get_by_text("report with pictures (zip)").click()
+    import zipfile
+
+    with zipfile.ZipFile(download_info.value.path()) as bundle:
+        names = bundle.namelist()
+    assert any(name.endswith("report.html") for name in names) and sum(name.endswith(".png") for name in names) >= 3
 
 
 def test_save_plan_reload_page_open_plan_gives_the_same_probes(page, server):
@@ -267,3 +330,65 @@ def test_bad_upload_shows_an_error_and_the_session_keeps_working(page, server, t
     page.mouse.click(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.4)
     _poll(lambda: page.get_attribute("#slice-coronal", "src") != before, timeout_s=20,
           what="the coronal slice to follow the crosshair")
+
+
+def _slice_point(page, name: str, fx: float, fy: float) -> tuple[float, float]:
+    box = page.locator(f"#slice-{name}").bounding_box()
+    return box["x"] + box["width"] * fx, box["y"] + box["height"] * fy
+
+
+def test_drag_the_tip_trace_rename_and_delete_a_nerve(page, server):
+    add_probe(page)
+    tip_before = page.inner_text("#probe-list")
+    # Drag on the axial slice in "probe tip" mode: the selected probe's tip goes where the drag ends.
+    page.locator("#mode-tip").click()
+    x0, y0 = _slice_point(page, "axial", 0.5, 0.5)
+    x1, y1 = _slice_point(page, "axial", 0.56, 0.5)
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x1, y1, steps=5)
+    page.mouse.up()
+    _poll(lambda: page.inner_text("#probe-list") != tip_before, timeout_s=20, what="the dragged tip")
+    tip_text = page.inner_text("#probe-list").split("tip ", 1)[1].split(" ·", 1)[0]
+    moved_tip = [float(v) for v in tip_text.split(",")]
+    # The axial slice passes through the tip (the crosshair went there when the probe was
+    # added): the dragged tip stays in that plane (same z) and moved within it.
+    assert abs(moved_tip[2] - DEMO_TIP[2]) < 0.6
+    assert np.hypot(moved_tip[0] - DEMO_TIP[0], moved_tip[1] - DEMO_TIP[1]) > 1.0
+    # Trace a nerve by three clicks, finish, rename it, then delete it.
+    nerves_before = page.locator(".nerve-row").count()
+    page.locator("#mode-nerve").click()
+    for fx in (0.3, 0.4, 0.5):
+        page.mouse.click(*_slice_point(page, "axial", fx, 0.3))
+    _poll(lambda: "3 points" in page.inner_text("#finish-nerve"), timeout_s=20, what="three traced points")
+    page.click("#finish-nerve")
+    _poll(lambda: page.locator(".nerve-row").count() == nerves_before + 1, timeout_s=20, what="the traced nerve")
+    name = page.locator(".nerve-name input").last
+    name.fill("traced_check")
+    name.press("Tab")
+    # The server has the new name: a saved plan holds it.
+    page.fill("#plan-name", "nerve_check")
+    page.click("#save-plan")
+    saved = server["data"] / "plans" / "nerve_check.json"
+    _poll(lambda: saved.exists() and "traced_check" in saved.read_text(), timeout_s=20,
+          what="the renamed nerve in the saved plan")
+    page.locator(".nerve-delete").last.click()
+    _poll(lambda: page.locator(".nerve-row").count() == nerves_before, timeout_s=20, what="the nerve deleted")
+
+
+def test_two_tabs_share_one_session(page, server, browser):
+    """By design (web/state.py) every tab shows and edits the same session: a probe added in
+    one tab appears in the other, and edits from both land without corrupting the list."""
+    other_context = browser.new_context(viewport={"width": 1500, "height": 950})
+    other = other_context.new_page()
+    try:
+        other.goto(server["url"])
+        other.wait_for_selector("#slice-axial", timeout=60_000)
+        add_probe(page)
+        _poll(lambda: other.locator(".probe-row").count() == 1, timeout_s=20, what="the probe in the other tab")
+        add_probe(other, tip=(-80.0, 82.0, -150.0), entry=(-90.0, 108.0, -150.0))
+        _poll(lambda: page.locator(".probe-row").count() == 2, timeout_s=20, what="the other tab's probe")
+        assert page.inner_text("#probe-list") == other.inner_text("#probe-list")
+        assert other.inner_text("#clinical-note").strip().lower().startswith("research and education only")
+    finally:
+        other_context.close()

@@ -51,10 +51,12 @@ def main(server=None, *, target: str | None = None, data_dirs=(), **kwargs):
     session = Session()
     views = Views(session)
     worker = SolverWorker()
-    controller = Controller(server, session, views, folders, worker)
+    preview_worker = SolverWorker()  # previews while probes move; a freeze runs beside them
+    controller = Controller(server, session, views, folders, worker, preview_worker)
     controller.declare_state()
     server.trigger("plan_json")(controller.plan_json)
     server.trigger("screenshot")(controller.screenshot)
+    server.trigger("export_file")(controller.export_file)
     build(server, controller, views)
     server.cryoplan = controller
 
@@ -68,10 +70,13 @@ def main(server=None, *, target: str | None = None, data_dirs=(), **kwargs):
     @server.controller.add("on_server_ready")
     def _ready(**_):
         worker.start()  # import the solver in the background before the first freeze
+        preview_worker.start()
+        controller.schedule_preview()  # a plan opened from the command line
 
     @server.controller.add("on_server_exited")
     def _exited(**_):
         worker.close()
+        preview_worker.close()
 
     return server
 

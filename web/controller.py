@@ -46,7 +46,7 @@ def user_errors(handler):
 class Controller:
     """Binds a session, its views, the data folders and the solver worker to a trame server."""
 
-    def __init__(self, server, session, views, folders, worker) -> None:
+    def __init__(self, server, session, views, folders, worker, preview_worker=None) -> None:
         self.server = server
         self.state = server.state
         self.ctrl = server.controller
@@ -54,8 +54,12 @@ class Controller:
         self.views = views
         self.folders = folders
         self.worker = worker
+        self.preview_worker = preview_worker
         self._play_task = None
         self._freeze_task = None
+        self._preview_task = None
+        self._preview_again = False
+        self._export_task = None
 
     # ------------------------------------------------------------ state
     def declare_state(self) -> None:
@@ -105,6 +109,14 @@ class Controller:
         s.snapshot_label = ""
         s.playing = False
         s.metrics = []
+        s.metrics_heading = ""
+        s.shown_kind = ""
+        s.shown_label = ""
+        s.shown_caveat = ""
+        s.preview_status = ""
+        s.export_running = False
+        s.export_status = ""
+        s.export_files = []
         s.legend = [{"text": text, "color": palette.to_hex(color)} for text, color in palette.legend_entries()]
         s.files = self.folders.listing()
         s.file_choice = None
@@ -125,8 +137,9 @@ class Controller:
     def push_3d(self) -> None:
         self.ctrl.view_update()
 
-    def refresh_slices(self) -> None:
-        for name in ("axial", "coronal", "sagittal", "probe"):
+    def refresh_slices(self, names=("axial", "coronal", "sagittal", "probe")) -> None:
+        """Redraw the named slice pictures (the probe view does not depend on the crosshair)."""
+        for name in names:
             self.state[f"slice_{name}"] = self.views.slice_url(name)
         self.state.crosshair_text = _fmt(self.session.crosshair)
 
@@ -153,15 +166,66 @@ class Controller:
         self.state.protocol = [{"kind": s.kind, "duration": float(s.duration_s)} for s in self.session.protocol]
 
     def refresh_result(self) -> None:
-        result = self.session.result
+        """Time slider, the label of what the views show (full result or preview) and the metrics."""
+        session = self.session
         s = self.state
+        result = session.result
         if result is None:
-            s.snapshot_count, s.snapshot_index, s.snapshot_label, s.metrics = 0, 0, "", []
-            return
-        s.snapshot_count = len(result.snapshot_times)
-        index = self.views.snapshot % len(result.snapshot_times)
-        s.snapshot_label = f"t = {result.snapshot_times[index]:.0f} s"
-        s.metrics = self.metrics(index)
+            s.snapshot_count, s.snapshot_index, s.snapshot_label = 0, 0, ""
+        else:
+            s.snapshot_count = len(result.snapshot_times)
+            index = self.views.snapshot % len(result.snapshot_times)
+            s.snapshot_label = f"t = {result.snapshot_times[index]:.0f} s"
+        shown, is_preview, metrics = session.shown_result()
+        if shown is None:
+            s.shown_kind, s.shown_label, s.shown_caveat = "", "", ""
+        elif is_preview:
+            s.shown_kind = "preview"
+            s.shown_label = "PREVIEW (approximation): the lowest temperature each point would reach"
+            s.shown_caveat = str(getattr(shown, "caveat", "")).strip()
+        else:
+            s.shown_kind = "full"
+            stale = "" if session.result_is_current else " (probes or protocol changed since: run it again)"
+            s.shown_label = f"full simulation at {s.snapshot_label}{stale}"
+            s.shown_caveat = ""
+        s.metrics_heading, s.metrics = self.metrics(shown, is_preview, metrics)
+
+    def metrics(self, shown, is_preview: bool, metrics) -> tuple[str, list[dict]]:
+        """``(heading, rows)`` for the metrics panel: :func:`planner.metrics.compute_metrics`
+        lines (computed in the worker process, once per result) in plain words, plus the ice
+        volumes at the slider's time for a full result. Rows are ``{"text", "kind"}`` with
+        kind ``"fact"``, ``"warning"`` or ``"note"``."""
+        if shown is None:
+            return "", []
+        rows = []
+        if is_preview:
+            heading = ("PREVIEW (approximation), before the full run: lowest temperature each point would reach "
+                       "over the whole protocol")
+        else:
+            heading = "Full simulation: lowest temperature each point reached over the whole run"
+            if not self.session.result_is_current:
+                rows.append({"text": "probes or protocol changed since this freeze: run it again", "kind": "warning"})
+        if metrics is None:
+            rows.append({"text": "measuring nerve coverage and margins...", "kind": "note"})
+        elif isinstance(metrics, str):
+            rows.append({"text": metrics, "kind": "note"})
+        else:
+            for line in metrics.describe():
+                text = line.replace("degC", "\N{DEGREE SIGN}C")
+                if text.startswith("WARNING: "):
+                    rows.append({"text": text[len("WARNING: "):], "kind": "warning"})
+                elif text.startswith("note: "):
+                    if not text.startswith("note: APPROXIMATE"):  # the caveat is shown once, under the heading
+                        rows.append({"text": text[len("note: "):], "kind": "note"})
+                else:
+                    rows.append({"text": text, "kind": "fact"})
+        if not is_preview:
+            snapshot = self.views.snapshot % len(shown.snapshot_times)
+            volumes = ", ".join(f"{level:g} \N{DEGREE SIGN}C {shown.isotherm_volume_ml(level, snapshot):.2f} ml"
+                                for level in self.session.isotherms_c)
+            rows.insert(0, {"text": f"at t = {shown.snapshot_times[snapshot]:.0f} s (time slider): ice volumes "
+                                    f"{volumes}", "kind": "fact"})
+        return heading, rows
 
     def refresh_all(self) -> None:
         """After loading: every list, the 3D scene and the slices."""
@@ -182,48 +246,7 @@ class Controller:
         self.refresh_slices()
         self.push_3d()
         self.ctrl.view_reset_camera()
-
-    # ------------------------------------------------------------ metrics
-    def metrics(self, snapshot: int) -> list[dict]:
-        """Plain-words numbers at one snapshot: isotherm volumes, nerve temperatures, coldest skin."""
-        from planner.labels import Tissue
-        from planner.scene.slices import sample_temperature
-
-        result = self.session.result
-        rows = [{"label": "time", "value": f"{result.snapshot_times[snapshot]:.0f} s"}]
-        for level in self.session.isotherms_c:
-            volume = result.isotherm_volume_ml(level, snapshot)
-            rows.append({"label": f"ice below {level:g} \N{DEGREE SIGN}C", "value": f"{volume:.2f} ml"})
-        for nerve in self.session.nerves:
-            points = nerve.resampled(0.25).centreline if hasattr(nerve, "resampled") else nerve.centreline
-            temps = sample_temperature(result, points, snapshot=snapshot)
-            near = result.grid.world_to_local(points)
-            low, high = result.grid.bounds_local()
-            inside = np.all((near >= low) & (near <= high), axis=1)
-            if not np.any(inside):
-                continue
-            below20 = float(np.mean(temps < -20.0)) * nerve.length_mm
-            below0 = float(np.mean(temps < 0.0)) * nerve.length_mm
-            rows.append({
-                "label": f"nerve {nerve.name}",
-                "value": f"coldest {temps.min():.1f} \N{DEGREE SIGN}C; centreline below -20 \N{DEGREE SIGN}C: "
-                         f"{below20:.1f} mm, below 0 \N{DEGREE SIGN}C: {below0:.1f} mm",
-            })
-        labels = self.session.labels
-        if labels is not None:
-            skin = np.argwhere(np.asarray(labels.array) == Tissue.SKIN)
-            if len(skin):
-                world = labels.index_to_world(skin[:, ::-1])
-                local = result.grid.world_to_local(world)
-                low, high = result.grid.bounds_local()
-                inside = np.all((local >= low) & (local <= high), axis=1)
-                if np.any(inside):
-                    coldest = float(sample_temperature(result, world[inside], snapshot=snapshot).min())
-                    verdict = "frozen: risk of skin injury" if coldest < 0 else "not frozen"
-                    rows.append({"label": "coldest skin", "value": f"{coldest:.1f} \N{DEGREE SIGN}C ({verdict})"})
-        if not self.session.result_is_current:
-            rows.append({"label": "note", "value": "probes or protocol changed since this freeze: run it again"})
-        return rows
+        self.schedule_preview()
 
     # ------------------------------------------------------------ loading
     @user_errors
@@ -312,6 +335,69 @@ class Controller:
         self.state.files = self.folders.listing()
         self.state.info = f"saved {path.relative_to(self.folders.writable).as_posix()}"
 
+    # ------------------------------------------------------------ report export
+    @user_errors
+    def start_export(self) -> None:
+        """Save the plan, then export it (solve, pictures, HTML report) in a worker process
+        into ``<data folder>/exports/``; the page offers the files for download."""
+        if self.state.export_running:
+            return
+        self.state.error = ""
+        out_dir = self.folders.export_folder()
+        self.save_plan()
+        if self.state.error:
+            return
+        path = self.folders.plan_path(self.session.plan_name)
+        import concurrent.futures
+        import multiprocessing
+
+        from web.freeze import run_export
+
+        executor = concurrent.futures.ProcessPoolExecutor(max_workers=1,
+                                                          mp_context=multiprocessing.get_context("spawn"))
+        future = executor.submit(run_export, str(path), str(out_dir), GRID_CHOICES.get(self.state.grid_choice))
+        self.state.export_running = True
+        self.state.export_files = []
+        self.state.export_status = f"exporting {path.name} (solving and rendering)..."
+        from trame.app import asynchronous
+
+        self._export_task = asynchronous.create_task(self._follow_export(future, executor))
+
+    async def _follow_export(self, future, executor) -> None:
+        try:
+            answer = await asyncio.wrap_future(future)
+        except Exception as error:  # the worker died or the export raised
+            answer = {"status": "failed", "message": str(error).splitlines()[0] if str(error) else repr(error)}
+        finally:
+            executor.shutdown(wait=False)
+        with self.state:
+            self.state.export_running = False
+            if answer["status"] == "failed":
+                self.state.export_status = f"export failed: {answer['message']}"
+                self.state.error = self.state.export_status
+                return
+            files = []
+            if answer.get("zip"):
+                files.append({"title": "report with pictures (zip)", "path": answer["zip"], "name": answer["zip"],
+                              "mime": "application/zip"})
+            if answer.get("report"):
+                files.append({"title": "report.html", "path": answer["report"], "name": "report.html",
+                              "mime": "text/html"})
+            for image in answer.get("images", []):
+                files.append({"title": image.rsplit("/", 1)[-1], "path": image, "name": image.rsplit("/", 1)[-1],
+                              "mime": "image/png"})
+            self.state.export_files = files
+            self.state.export_status = f"exported to exports/{answer['slug']}/ ({len(answer.get('images', []))} pictures)"
+
+    def export_file(self, relative: str):
+        """Trigger: the bytes of an exported file, as a binary attachment (None outside exports/)."""
+        try:
+            path = self.folders.export_file(relative)
+        except InputError as error:
+            self.state.error = str(error)
+            return None
+        return self.server.protocol.addAttachment(path.read_bytes())
+
     def screenshot(self, name: str):
         """Trigger: PNG bytes of a view (``"3d"`` or a slice name), as a binary attachment."""
         from planner.scene.slices import encode_png
@@ -364,6 +450,8 @@ class Controller:
         if mode == "crosshair" or name == "probe" and mode not in ("tip", "entry"):
             if name != "probe":
                 self.session.crosshair = np.asarray(point, dtype=float)
+                self.refresh_slices(("axial", "coronal", "sagittal"))
+            return
         elif mode in ("tip", "entry"):
             if index is None:
                 for axis, value in zip("xyz", point):
@@ -389,12 +477,85 @@ class Controller:
             self.state.error = "crosshair: expected three numbers x, y, z in mm"
             return
         self.session.crosshair = np.asarray(values)
-        self.refresh_slices()
+        self.refresh_slices(("axial", "coronal", "sagittal"))
 
     # ------------------------------------------------------------ probes
     def _probes_changed(self) -> None:
         self.views.update_probes()
+        self.views.update_isotherms()
         self.refresh_probes()
+        self.refresh_result()
+        self.refresh_slices()
+        self.push_3d()
+        self.schedule_preview()
+
+    # ------------------------------------------------------------ preview
+    def schedule_preview(self) -> None:
+        """Ask the preview worker for the probes as placed now (latest wins: a request made
+        while one runs is sent when it ends). Needs the server's event loop."""
+        if self.preview_worker is None:
+            return
+        session = self.session
+        if not session.probes or session.result_is_current or self.state.freeze_running:
+            self.state.preview_status = ""
+            return
+        if session.preview is not None and session.preview_key == session.plan_key():
+            return
+        if self.preview_worker.busy:
+            self._preview_again = True
+            return
+        self._submit_preview()
+
+    def _submit_preview(self) -> None:
+        self._preview_again = False
+        session = self.session
+        labels = session.labels if session.tissue.source != "homogeneous" else None
+        try:
+            self.preview_worker.submit(plan_text(session), labels, kind="preview", vessels=list(session.vessels))
+        except (PlannerError, RuntimeError) as error:
+            self.state.preview_status = f"no preview: {error}".splitlines()[0]
+            return
+        self.state.preview_status = "preview: computing..."
+        if self._preview_task is None or self._preview_task.done():
+            from trame.app import asynchronous
+
+            self._preview_task = asynchronous.create_task(self._follow_preview())
+        self._preview_submitted_key = session.plan_key()
+
+    async def _follow_preview(self) -> None:
+        while True:
+            await asyncio.sleep(FREEZE_POLL_S / 2)
+            key = getattr(self, "_preview_submitted_key", "")
+            ended = False
+            with self.state:
+                for kind, _job, payload in self.preview_worker.poll():
+                    if kind == "progress" and payload < 1.0:
+                        self.state.preview_status = (
+                            "preparing preview: first use of this probe model, protocol and tissue runs the solver "
+                            f"once for its table (kept on disk after)... {100 * payload:.0f} %")
+                    elif kind == "result" and key == self.session.plan_key():
+                        self.session.preview, self.session.preview_key = payload, key
+                        self.session.preview_metrics = None
+                        self.state.preview_status = f"preview ready ({1000 * payload.run_time_s:.0f} ms)"
+                        self._show_changed_result()
+                    elif kind == "result":  # the probes or protocol changed meanwhile
+                        self.state.preview_status = ""
+                    elif kind == "metrics" and key == self.session.preview_key and payload is not None:
+                        self.session.preview_metrics = payload
+                        self.refresh_result()
+                    elif kind in ("error", "cancelled"):
+                        self.state.preview_status = f"no preview: {str(payload).splitlines()[0]}" if payload else ""
+                    if kind in ("done", "error", "cancelled"):
+                        ended = True
+            if ended:
+                if self._preview_again:
+                    self.schedule_preview()
+                    if self.preview_worker.busy:
+                        continue
+                return
+
+    def _show_changed_result(self) -> None:
+        self.views.update_isotherms()
         self.refresh_result()
         self.refresh_slices()
         self.push_3d()
@@ -518,6 +679,8 @@ class Controller:
             self.session.set_protocol([(step["kind"], step["duration"]) for step in steps])
         finally:
             self.refresh_protocol()  # show the session's protocol (unchanged after a bad edit)
+        self._show_changed_result()
+        self.schedule_preview()
 
     @user_errors
     def edit_step(self, index: int, key: str, value) -> None:
@@ -549,7 +712,11 @@ class Controller:
         labels = self.session.labels if self.session.tissue.source != "homogeneous" else None
         plan_json = plan_text(self.session)
         key = self.session.plan_key()
-        self.worker.submit(plan_json, labels, spacing_mm=spacing)
+        self.worker.submit(plan_json, labels, spacing_mm=spacing, vessels=list(self.session.vessels))
+        if self.preview_worker is not None:  # the full result replaces any preview: free the cores for it
+            self._preview_again = False
+            self.preview_worker.cancel()
+            self.state.preview_status = ""
         self.state.freeze_running = True
         self.state.freeze_progress = 0
         self.state.freeze_status = "starting the solver..."
@@ -570,18 +737,27 @@ class Controller:
                     if kind == "progress":
                         self.state.freeze_progress = round(100 * payload, 1)
                         self.state.freeze_status = f"freezing... {100 * payload:.0f} %"
-                    elif kind == "done":
+                    elif kind == "result":
                         self.session.result = payload
                         self.session.result_key = key
+                        self.session.result_metrics = None
                         self.views.new_result()
-                        self.state.freeze_running = False
                         self.state.freeze_progress = 100
                         self.state.freeze_status = (f"done: {len(payload.snapshot_times)} snapshots, "
-                                                    f"{payload.run_time_s:.1f} s of solver time")
+                                                    f"{payload.run_time_s:.1f} s of solver time; measuring...")
                         self.state.snapshot_index = len(payload.snapshot_times) - 1
                         self.refresh_result()
                         self.refresh_slices()
                         self.push_3d()
+                    elif kind == "metrics":
+                        if self.session.result_key == key:
+                            self.session.result_metrics = payload
+                            self.refresh_result()
+                    elif kind == "done":
+                        self.state.freeze_running = False
+                        if self.session.result is not None:
+                            self.state.freeze_status = (f"done: {len(self.session.result.snapshot_times)} snapshots, "
+                                                        f"{self.session.result.run_time_s:.1f} s of solver time")
                     elif kind == "cancelled":
                         self.state.freeze_running = False
                         self.state.freeze_status = "cancelled"

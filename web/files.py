@@ -18,6 +18,8 @@ VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".vti", 
 PLAN_SUFFIXES = (".json",)
 UPLOAD_FOLDER = "uploads"
 PLAN_FOLDER = "plans"
+EXPORT_FOLDER = "exports"
+"""Reports exported from the page go to ``<first folder>/exports/`` (not listed as plans)."""
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024
 MAX_LISTED = 500
 
@@ -97,6 +99,8 @@ class DataFolders:
                 if not (real == root or real.is_relative_to(root)):
                     continue  # a symlink out of the folder
                 relative = path.relative_to(root).as_posix()
+                if index == 0 and (relative == EXPORT_FOLDER or relative.startswith(EXPORT_FOLDER + "/")):
+                    continue  # export outputs (JSON, NIfTI) are not plans or volumes to open
                 kind = file_kind(path.name) if path.is_file() else None
                 if kind == "volume" and path.name.lower().endswith(".dcm"):
                     continue  # single DICOM files are opened through their folder
@@ -138,3 +142,19 @@ class DataFolders:
         folder = self.writable / PLAN_FOLDER
         folder.mkdir(exist_ok=True)
         return folder / filename
+
+    def export_folder(self) -> Path:
+        """``<first folder>/exports/`` (created), where the page's report exports go."""
+        if self.writable is None:
+            raise InputError("exporting needs a data folder: start the server with --data DIR")
+        folder = self.writable / EXPORT_FOLDER
+        folder.mkdir(exist_ok=True)
+        return folder
+
+    def export_file(self, relative: str) -> Path:
+        """The real path of a file inside the exports folder; InputError for anything else."""
+        folder = self.export_folder().resolve()
+        candidate = (folder / str(relative).replace("\\", "/").lstrip("/")).resolve()
+        if not candidate.is_relative_to(folder) or not candidate.is_file():
+            raise InputError(f"{relative}: not an exported file")
+        return candidate

@@ -1,9 +1,12 @@
-"""Freeze: run the bioheat solver off the UI, with progress and cancel.
+"""Freeze and preview: run the bioheat solver (or the fast preview) off the UI, with
+progress, cancel and the plan's metrics.
 
 The solver (numba kernels that hold the GIL) runs in a separate worker process, so the
 server's event loop keeps answering the browser while it works. The worker is started
 once (spawned, not forked: the parent holds OpenGL contexts) and kept for later runs; it
 reports progress through a pipe and polls a shared cancel flag between time steps.
+The viewer keeps two: one for full freezes, one for previews while probes move (a
+preview's first use of a probe model runs the solver once to build its table).
 """
 
 from __future__ import annotations
@@ -17,14 +20,35 @@ PROGRESS_EVERY = 0.01
 """Send progress when it has moved by at least this fraction."""
 
 
+def _metrics_or_error(result, labels, nerves, vessels):
+    """:class:`planner.metrics.PlanMetrics` of ``result``, or the one-line reason it failed."""
+    from planner.errors import PlannerError
+    from planner.metrics import compute_metrics
+
+    try:
+        return compute_metrics(result, labels=labels, nerves=list(nerves), vessels=vessels)
+    except PlannerError as error:
+        return f"metrics: {error}".splitlines()[0]
+    except Exception as error:  # the picture is still worth showing
+        return f"metrics failed: {error!r}".splitlines()[0]
+
+
 def _worker_main(connection, cancel_event) -> None:  # pragma: no cover - runs in the child process
-    """The worker's loop: receive ``("run", job, plan_json, labels, spacing_mm)``, reply with
-    ``("progress", job, fraction)`` messages then ``("done", job, result)``,
-    ``("cancelled", job, None)`` or ``("error", job, message)``."""
+    """The worker's loop.
+
+    Receives ``(kind, job, plan_json, labels, spacing_mm, vessels)`` with ``kind`` ``"run"``
+    (the full solver) or ``"preview"`` (:func:`planner.thermal.preview.preview_ice_ball`,
+    approximate). Replies ``("progress", job, fraction)`` while computing, then
+    ``("result", job, result)`` (a ThermalResult or PreviewResult), ``("metrics", job,
+    PlanMetrics or message)`` and ``("done", job, None)``; or ``("cancelled", job, None)`` or
+    ``("error", job, message)``. Metrics (seconds) are computed here, off the server's
+    event loop, and skipped for a preview when a newer request is already waiting.
+    """
     from planner.errors import PlannerError
     from planner.plan import placed_probes, plan_from_json, protocol_steps, snapshot_times
     from planner.simulation import BODY_TEMPERATURE_C, plan_tissue_properties
     from planner.thermal import simulate
+    from planner.thermal.preview import preview_ice_ball
     from planner.thermal.solver import SimulationCancelled
 
     while True:
@@ -34,7 +58,7 @@ def _worker_main(connection, cancel_event) -> None:  # pragma: no cover - runs i
             return
         if message[0] == "stop":
             return
-        _, job, plan_json, labels, spacing_mm = message
+        kind, job, plan_json, labels, spacing_mm, vessels = message
         cancel_event.clear()
         last = [-1.0]
 
@@ -46,20 +70,22 @@ def _worker_main(connection, cancel_event) -> None:  # pragma: no cover - runs i
         try:
             plan = plan_from_json(plan_json, source="plan")
             properties, homogeneous = plan_tissue_properties(plan)
-            result = simulate(
-                placed_probes(plan),
-                protocol_steps(plan),
-                tissue_labels=labels if homogeneous is None else None,
-                tissue=homogeneous,
-                properties=properties,
-                spacing_mm=spacing_mm,
-                snapshot_times=snapshot_times(plan),
-                thresholds=tuple(plan.isotherms_c),
-                body_temperature=BODY_TEMPERATURE_C,
-                progress=progress,
-                cancel=cancel_event.is_set,
-            )
-            connection.send(("done", job, result))
+            common = dict(properties=properties, tissue=homogeneous,
+                          tissue_labels=labels if homogeneous is None else None,
+                          body_temperature=BODY_TEMPERATURE_C, progress=progress, cancel=cancel_event.is_set)
+            if kind == "preview":
+                result = preview_ice_ball(placed_probes(plan), protocol_steps(plan), levels=tuple(plan.isotherms_c),
+                                          **common)
+            else:
+                result = simulate(placed_probes(plan), protocol_steps(plan), spacing_mm=spacing_mm,
+                                  snapshot_times=snapshot_times(plan), thresholds=tuple(plan.isotherms_c), **common)
+            connection.send(("result", job, result))
+            if kind == "preview" and connection.poll():
+                metrics = "metrics skipped: the probes moved again"
+            else:
+                metrics = _metrics_or_error(result, labels, plan.nerves, vessels)
+            connection.send(("metrics", job, metrics))
+            connection.send(("done", job, None))
         except SimulationCancelled:
             connection.send(("cancelled", job, None))
         except PlannerError as error:
@@ -72,7 +98,7 @@ class SolverWorker:
     """A solver process kept alive between runs.
 
     >>> worker = SolverWorker()
-    >>> job = worker.submit(plan_json, labels, spacing_mm=1.0)
+    >>> job = worker.submit(plan_json, labels, spacing_mm=1.0)       # or kind="preview"
     >>> for kind, job_id, payload in worker.poll(): ...      # non-blocking
     >>> worker.cancel()
     """
@@ -85,6 +111,10 @@ class SolverWorker:
         self._lock = threading.Lock()
         self._job = 0
         self.running_job: int | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.running_job is not None
 
     def _ensure_started(self) -> None:
         if self._process is not None and self._process.is_alive():
@@ -100,9 +130,12 @@ class SolverWorker:
         with self._lock:
             self._ensure_started()
 
-    def submit(self, plan_json: str, labels, *, spacing_mm: float | None) -> int:
-        """Queue a run; returns its job number. Only one run at a time: submit while one runs
-        raises RuntimeError."""
+    def submit(self, plan_json: str, labels, *, spacing_mm: float | None = None, kind: str = "run",
+               vessels=None) -> int:
+        """Queue a job: ``kind`` ``"run"`` (the full solver on a grid of ``spacing_mm``) or
+        ``"preview"`` (the fast approximation); ``vessels`` (demo centrelines) are used by the
+        metrics. Returns the job number. One job at a time: submit while one runs raises
+        RuntimeError."""
         with self._lock:
             if self.running_job is not None:
                 raise RuntimeError("a freeze is already running")
@@ -110,7 +143,7 @@ class SolverWorker:
             self._job += 1
             self._cancel.clear()
             self.running_job = self._job
-            self._connection.send(("run", self._job, plan_json, labels, spacing_mm))
+            self._connection.send((kind, self._job, plan_json, labels, spacing_mm, vessels))
             return self._job
 
     def cancel(self) -> None:
@@ -161,3 +194,40 @@ class SolverWorker:
                 if self._process.is_alive():
                     self._process.terminate()
             self._process = None
+
+
+def run_export(plan_path: str, out_dir: str, spacing_mm: float | None) -> dict:
+    """Export one saved plan with :func:`planner.export.export_plans` (run in a worker
+    process: it solves and renders) and zip its folder for download.
+
+    Returns
+    -------
+    dict
+        ``status`` ("ok", "skipped" or "failed"), ``message``, ``lines`` (the export's
+        description), ``slug``, ``report`` (path of ``report.html`` relative to ``out_dir``),
+        ``zip`` (relative path of the zipped plan folder) and ``images`` (relative PNG paths).
+    """
+    import os
+    import zipfile
+    from pathlib import Path
+
+    os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+    from planner.export import export_plans
+
+    out = Path(out_dir)
+    report = export_plans([plan_path], out, times="end", size="1200x900", force=True, spacing_mm=spacing_mm)
+    outcome = report.outcomes[0]
+    answer = {"status": outcome.status, "message": outcome.message, "lines": report.describe(),
+              "slug": outcome.slug, "report": None, "zip": None, "images": []}
+    if outcome.status == "failed":
+        return answer
+    folder = out / outcome.slug
+    answer["report"] = f"{outcome.slug}/report.html" if (folder / "report.html").is_file() else None
+    answer["images"] = sorted(path.relative_to(out).as_posix() for path in folder.rglob("*.png"))
+    archive = out / f"{outcome.slug}.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                bundle.write(path, path.relative_to(out).as_posix())
+    answer["zip"] = archive.name
+    return answer

@@ -62,6 +62,11 @@ class Session:
         World LPS point the three slices pass through.
     result : ThermalResult or None
         The last finished freeze; ``result_key`` is the plan it was computed for.
+    result_metrics : PlanMetrics, str or None
+        :func:`planner.metrics.compute_metrics` of ``result`` (a str says why there are none).
+    preview : PreviewResult or None
+        The fast, APPROXIMATE ice ball of the probes as placed (``preview_key``), shown
+        while no full result matches the plan; ``preview_metrics`` its metrics.
     """
 
     title: str = "nothing loaded"
@@ -78,6 +83,10 @@ class Session:
     crosshair: np.ndarray = field(default_factory=lambda: np.zeros(3))
     result: object = None
     result_key: str = ""
+    result_metrics: object = None
+    preview: object = None
+    preview_key: str = ""
+    preview_metrics: object = None
     plan_name: str = "plan"
     snapshot_every_s: float = 30.0
     revision: int = 0
@@ -86,6 +95,10 @@ class Session:
     def clear_result(self) -> None:
         self.result = None
         self.result_key = ""
+        self.result_metrics = None
+        self.preview = None
+        self.preview_key = ""
+        self.preview_metrics = None
 
     def _reset(self) -> None:
         self.probes, self.nerves, self.vessels = [], [], []
@@ -228,6 +241,21 @@ class Session:
     def result_is_current(self) -> bool:
         """True when the shown result was computed for the current probes and protocol."""
         return self.result is not None and self.result_key == self.plan_key()
+
+    def shown_result(self) -> tuple[object, bool, object]:
+        """What the views draw: ``(result, is_preview, metrics)``.
+
+        The full result when it matches the plan; else a preview that matches it; else the
+        last full result (stale: the metrics panel says so); else ``(None, False, None)``.
+        """
+        key = self.plan_key()
+        if self.result is not None and self.result_key == key:
+            return self.result, False, self.result_metrics
+        if self.preview is not None and self.preview_key == key:
+            return self.preview, True, self.preview_metrics
+        if self.result is not None:
+            return self.result, False, self.result_metrics
+        return None, False, None
 
     # ------------------------------------------------------------ probes
     def probe_models(self) -> dict:

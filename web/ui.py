@@ -61,7 +61,8 @@ def view_panel(c) -> None:
                 v3.VTextField(label="Crosshair x, y, z (mm)", v_model=("crosshair_text",), density="compact",
                               hide_details=True, id="crosshair")
                 v3.VBtn("Go", size="small", click=c.set_crosshair_text, id="crosshair-go")
-            html.Div("A click on a slice sets:", classes="text-caption mt-2")
+            html.Div("A click on a slice sets (for a probe tip or entry, drag it there and let go):",
+                     classes="text-caption mt-2")
             with v3.VRadioGroup(v_model=("click_mode",), density="compact", hide_details=True, inline=True):
                 v3.VRadio(label="crosshair", value="crosshair", id="mode-crosshair")
                 v3.VRadio(label="probe tip", value="tip", id="mode-tip")
@@ -120,14 +121,15 @@ def nerves_panel(c) -> None:
                 v3.VBtn("Finish nerve ({{ trace_count }} points)", click=c.finish_nerve, size="small",
                         disabled=("trace_count < 2",), id="finish-nerve")
                 v3.VBtn("Clear points", click=c.clear_trace, size="small", disabled=("trace_count === 0",))
-            with html.Div(v_for="n in nerves", key="n.index", classes="d-flex ga-1 align-center mt-1"):
-                v3.VTextField(v_model=("n.name",), density="compact", hide_details=True,
+            with html.Div(v_for="n in nerves", key="n.index", classes="d-flex ga-1 align-center mt-1 nerve-row"):
+                v3.VTextField(v_model=("n.name",), density="compact", hide_details=True, classes="nerve-name",
                               blur=(c.update_nerve, "[n.index, n.name, n.radius]"))
                 v3.VTextField(v_model=("n.radius",), density="compact", hide_details=True, type="number",
-                              style="max-width: 80px", suffix="mm",
+                              style="max-width: 80px", suffix="mm", classes="nerve-radius",
                               blur=(c.update_nerve, "[n.index, n.name, n.radius]"))
                 html.Span("{{ n.length }} mm", classes="text-caption")
-                v3.VBtn(icon="mdi-delete", size="x-small", variant="text", click=(c.delete_nerve, "[n.index]"))
+                v3.VBtn(icon="mdi-delete", size="x-small", variant="text", click=(c.delete_nerve, "[n.index]"),
+                        classes="nerve-delete")
 
 
 def freeze_panel(c) -> None:
@@ -154,6 +156,8 @@ def freeze_panel(c) -> None:
             v3.VProgressLinear(model_value=("freeze_progress",), height=8, classes="mt-2", color="light-blue",
                                id="freeze-progress")
             html.Div("{{ freeze_status }}", classes="text-caption", id="freeze-status")
+            html.Div("{{ preview_status }}", v_if="preview_status", classes="text-caption text-orange",
+                     id="preview-status")
             with html.Div(v_if="snapshot_count > 0", classes="mt-2"):
                 with html.Div(classes="d-flex align-center ga-2"):
                     v3.VBtn(icon=("playing ? 'mdi-pause' : 'mdi-play'",), size="small", click=c.toggle_play,
@@ -166,12 +170,31 @@ def freeze_panel(c) -> None:
 def metrics_panel(c) -> None:
     with v3.VExpansionPanel(title="Metrics", value="metrics"):
         with v3.VExpansionPanelText():
-            html.Div("Run a freeze to see numbers.", v_if="metrics.length === 0", classes="text-caption")
-            with v3.VTable(density="compact", v_if="metrics.length > 0", id="metrics"):
-                with html.Tbody():
-                    with html.Tr(v_for="m in metrics", key="m.label"):
-                        html.Td("{{ m.label }}", classes="text-caption")
-                        html.Td("{{ m.value }}", classes="text-caption")
+            html.Div("Place a probe for a preview, or run a freeze, to see numbers.", v_if="metrics.length === 0",
+                     classes="text-caption")
+            with html.Div(v_if="metrics.length > 0", id="metrics"):
+                html.Div("{{ metrics_heading }}", classes="text-body-2 font-weight-bold", id="metrics-heading")
+                html.Div("{{ shown_caveat }}", v_if="shown_kind === 'preview'", classes="text-caption text-orange",
+                         id="metrics-caveat")
+                with html.Ul(classes="text-caption pl-4"):
+                    html.Li("{{ m.text }}", v_for="(m, i) in metrics", key="i",
+                            classes=("m.kind === 'warning' ? 'text-red-lighten-2 metrics-warning' : "
+                                     "(m.kind === 'note' ? 'text-medium-emphasis metrics-note' : 'metrics-fact')",))
+
+
+def export_panel(c) -> None:
+    with v3.VExpansionPanel(title="Report", value="report"):
+        with v3.VExpansionPanelText():
+            html.Div("Runs the full export (pictures, HTML report, data files) for the plan as it is now, into the "
+                     "data folder's exports/ (saves the plan first).", classes="text-caption")
+            v3.VBtn("Export report", size="small", click=c.start_export, disabled=("export_running || !can_save",),
+                    id="export-report", classes="mt-1")
+            v3.VProgressLinear(indeterminate=True, v_if="export_running", height=4, classes="mt-1")
+            html.Div("{{ export_status }}", classes="text-caption", id="export-status")
+            with html.Div(classes="d-flex flex-wrap ga-1 mt-1"):
+                v3.VBtn("{{ f.title }}", v_for="f in export_files", key="f.path", size="x-small", variant="tonal",
+                        prepend_icon="mdi-download", classes="export-download",
+                        click="utils.download(f.name, trigger('export_file', [f.path]), f.mime)")
 
 
 def slice_card(c, name: str, title: str) -> None:
@@ -206,13 +229,14 @@ def build(server, c, views) -> SinglePageWithDrawerLayout:
                       classes="ma-2", id="error", click_close="error = ''")
             v3.VAlert(text=("info",), v_if="info && !error", type="info", density="compact", variant="tonal",
                       classes="ma-2", id="info")
-            with v3.VExpansionPanels(multiple=True, model_value=(["files", "probes", "freeze", "metrics"],), variant="accordion"):
+            with v3.VExpansionPanels(multiple=True, model_value=(["files", "probes", "freeze", "metrics", "report"],), variant="accordion"):
                 files_panel(c)
                 view_panel(c)
                 probes_panel(c)
                 nerves_panel(c)
                 freeze_panel(c)
                 metrics_panel(c)
+                export_panel(c)
         with layout.content:
             with html.Div(style="display: grid; grid-template-columns: 3fr 2fr; grid-template-rows: 1fr 1fr;"
                                 " gap: 4px; height: calc(100vh - 64px); padding: 4px; background: #111;"):
@@ -227,6 +251,13 @@ def build(server, c, views) -> SinglePageWithDrawerLayout:
                             html.Span(style=("{ background: e.color, width: '12px', height: '12px',"
                                              " display: 'inline-block' }",))
                             html.Span("{{ e.text }}", classes="text-caption", style="color: #eee")
+                    html.Div("{{ shown_label }}", v_if="shown_label", id="shown-label",
+                             classes=("shown_kind === 'preview' ? 'preview-label' : 'full-label'",),
+                             style=("{ position: 'absolute', left: '8px', top: '30px', padding: '2px 8px',"
+                                    " borderRadius: '4px', fontSize: '13px', maxWidth: '70%',"
+                                    " background: shown_kind === 'preview' ? 'rgba(230,120,0,.85)'"
+                                    " : 'rgba(0,0,0,.6)', color: '#fff' }",),
+                             title=("shown_caveat",))
                     v3.VBtn(icon="mdi-camera", size="x-small", variant="tonal", title="download the 3D picture",
                             style="position: absolute; right: 4px; top: 4px;", click=SCREENSHOT_JS.format(name="3d"),
                             id="shot-3d")

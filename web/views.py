@@ -20,8 +20,24 @@ TISSUE_DISPLAY_VOXELS = 400_000
 """Tissue surfaces are built from a label map thinned to about this many voxels (display only)."""
 
 
-def data_url(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+SLICE_JPEG_QUALITY = 92
+
+
+def data_url(content: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64," + base64.b64encode(content).decode("ascii")
+
+
+def encode_jpeg(rgb: np.ndarray, *, quality: int = SLICE_JPEG_QUALITY) -> bytes:
+    """JPEG bytes of an ``(rows, cols, 3)`` uint8 picture, without chroma subsampling (the
+    thin coloured contour lines keep their colour). About 20x faster to encode than PNG and
+    half the bytes for a slice picture; downloads of a slice stay PNG."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buffer, format="JPEG", quality=quality, subsampling=0)
+    return buffer.getvalue()
 
 
 class Views:
@@ -106,22 +122,30 @@ class Views:
                                   render_points_as_spheres=True, name="trace:points", reset_camera=False,
                                   render=False)
 
-    def isotherm_surfaces(self, snapshot: int) -> dict:
-        result = self.session.result
+    def shown(self) -> tuple[object, int | str, bool]:
+        """``(result, snapshot, is_preview)`` drawn now (see :meth:`Session.shown_result`): a
+        full result at the slider's snapshot, or a preview's lowest temperature (``"min"``)."""
+        result, is_preview, _ = self.session.shown_result()
+        return result, ("min" if is_preview else self.snapshot), is_preview
+
+    def isotherm_surfaces(self, result, snapshot) -> dict:
         if result is None:
             return {}
-        if snapshot not in self._isotherm_cache:
-            self._isotherm_cache[snapshot] = view3d.isotherm_surfaces(result, self.session.isotherms_c, snapshot)
-        return self._isotherm_cache[snapshot]
+        key = (id(result), snapshot)
+        if key not in self._isotherm_cache:
+            if len(self._isotherm_cache) > 64:  # previews come and go: keep memory bounded
+                self._isotherm_cache.clear()
+            self._isotherm_cache[key] = view3d.isotherm_surfaces(result, self.session.isotherms_c, snapshot)
+        return self._isotherm_cache[key]
 
     def update_isotherms(self) -> None:
-        if self.session.result is None:
+        result, snapshot, _ = self.shown()
+        if result is None:
             view3d.remove_layer(self.plotter, "isotherm:")
             return
-        view3d.add_isotherms(self.plotter, self.isotherm_surfaces(self.snapshot))
+        view3d.add_isotherms(self.plotter, self.isotherm_surfaces(result, snapshot))
 
     def new_result(self) -> None:
-        self._isotherm_cache.clear()
         self.snapshot = len(self.session.result.snapshot_times) - 1 if self.session.result is not None else -1
         self.update_isotherms()
 
@@ -179,8 +203,9 @@ class Views:
             return None
         session = self.session
         temperature = None
-        if session.result is not None:
-            temperature = slices.sample_temperature_plane(session.result, plane, snapshot=self.snapshot)
+        result, snapshot, is_preview = self.shown()
+        if result is not None:
+            temperature = slices.sample_temperature_plane(result, plane, snapshot=snapshot)
         probes = [slices.probe_overlay(p, selected=(i == self.selected_probe))
                   for i, p in enumerate(session.placed_probes())]
         nerves = list(session.nerves)
@@ -188,7 +213,7 @@ class Views:
             session.volume, plane, window=self.window.width, level=self.window.level, temperature=temperature,
             isotherms_c=session.isotherms_c, nerves=nerves, vessels=session.vessels, probes=probes,
             crosshair=session.crosshair if name != "probe" else None,
-            title=f"{name}" if name != "probe" else "along the probe",
+            title=(name if name != "probe" else "along the probe") + (" - PREVIEW (approximation)" if is_preview else ""),
         )
         if self.trace_points:
             rgb = np.array(rgb)
@@ -203,7 +228,7 @@ class Views:
         picture = self.slice_picture(name)
         if picture is None:
             return ""
-        return data_url(slices.encode_png(picture[0]))
+        return data_url(encode_jpeg(picture[0]), "image/jpeg")
 
     def click_to_world(self, name: str, x_px: float, y_px: float, width_px: float, height_px: float):
         """World point (mm) under a click at ``(x_px, y_px)`` on a slice shown ``width_px`` x
