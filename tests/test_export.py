@@ -663,6 +663,15 @@ def test_bad_plan_is_skipped_and_second_run_skips_finished_work(tmp_path):
     assert export_plans([good], out, **(TINY_KW | {"size": "330x240"})).outcomes[0].status == "ok"
 
 
+def test_a_missing_plan_file_is_reported_with_the_others(tmp_path):
+    good = tiny_plan(tmp_path / "good.json")
+    report = export_plans([tmp_path / "missing.json", good], tmp_path / "out", **(TINY_KW | {"views": "axial"}))
+    assert [o.status for o in report.outcomes] == ["failed", "ok"]
+    assert report.outcomes[0].message == f"{tmp_path / 'missing.json'}: no such plan file"
+    assert report.exit_code == 1
+    assert find_plans([tmp_path / "missing.json"], keep_missing=True) == [tmp_path / "missing.json"]
+
+
 def test_a_time_after_the_protocol_fails_that_plan_only(tmp_path):
     short = tiny_plan(tmp_path / "short.json", freeze_s=20.0)
     long = tiny_plan(tmp_path / "long.json", freeze_s=40.0)

@@ -203,14 +203,17 @@ class PlanTask:
     threads: int | None = None
 
 
-def find_plans(inputs: Sequence, *, out_dir=None) -> list[Path]:
+def find_plans(inputs: Sequence, *, out_dir=None, keep_missing: bool = False) -> list[Path]:
     """The plan files named by ``inputs``: files as given, folders' ``*.json`` files (not
     recursive, sorted by name). Files inside ``out_dir`` are left out; repeats once.
+
+    ``keep_missing``: an input that does not exist is kept in the list (the export then
+    reports it as a failed plan with the others) instead of raising.
 
     Raises
     ------
     InputError
-        An input that does not exist, or no plan file at all.
+        An input that does not exist (unless ``keep_missing``), or no plan file at all.
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
@@ -220,7 +223,7 @@ def find_plans(inputs: Sequence, *, out_dir=None) -> list[Path]:
         path = Path(item)
         if path.is_dir():
             candidates = sorted(p for p in path.glob("*.json") if p.is_file())
-        elif path.is_file():
+        elif path.is_file() or keep_missing:
             candidates = [path]
         else:
             raise InputError(f"{path}: no such plan file or folder")
@@ -683,7 +686,7 @@ def export_plans(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out: {out_dir} is a file, not a folder")
-    paths = find_plans(inputs, out_dir=out_dir)
+    paths = find_plans(inputs, out_dir=out_dir, keep_missing=True)  # a missing one fails with the others
     out_dir.mkdir(parents=True, exist_ok=True)
     slugs = plan_slugs(paths)
     tasks = [PlanTask(str(path.resolve()), slug, str(out_dir.resolve()), settings, force)
