@@ -7,7 +7,7 @@ a vanishing conductivity, so no heat crosses its faces). Held and inert cells ar
 updated like the others by the stencil and then restored by the step (sparse lists),
 which keeps the stencil's inner loop free of table lookups so that it vectorises.
 
-Outer faces of the box are zero-flux (neighbour index clamped to the cell itself);
+Outer faces of the box are zero-flux (no flux is computed through them);
 a body-temperature outer boundary is made by holding the outermost cell layer.
 """
 
@@ -19,6 +19,8 @@ from numba import njit, prange
 KELVIN = 273.15
 # k_f(T) = k_f0 * 273.15 / T[K] diverges at absolute zero; no cryogen gets near this.
 COLDEST_FOR_CONDUCTIVITY = -250.0
+# z slabs the stencil kernel shares among threads (at most this many threads help it).
+SLABS = 16
 
 
 @njit(cache=True, inline="always")
@@ -77,6 +79,8 @@ def temperature_conductivity(H, tissue, solidus, liquidus, h_liquidus, c_frozen,
     kelvin = T.dtype.type(KELVIN)
     coldest = T.dtype.type(COLDEST_FOR_CONDUCTIVITY)
     art = T.dtype.type(arterial)
+    one = T.dtype.type(1.0)
+    zero = T.dtype.type(0.0)
     for row in prange(nz * ny):
         z = row // ny
         y = row - z * ny
@@ -85,41 +89,41 @@ def temperature_conductivity(H, tissue, solidus, liquidus, h_liquidus, c_frozen,
         trow = T[z, y]
         krow = K[z, y]
         prow = P[z, y]
-        for x in range(nx):
-            c = crow[x]
-            h = hrow[x]
-            f = min(max(h * inv_hl[c], 0.0), 1.0)
-            t_frozen = sol[c] + h * inv_cf[c]
-            t_unfrozen = liq[c] + (h - hl[c]) * inv_cu[c]
-            t_mushy = sol[c] + width[c] * f
-            t = t_frozen if h < 0.0 else (t_unfrozen if h > hl[c] else t_mushy)
-            tf = max(min(t, liq[c]), coldest)
-            scale = 1.0 + kv[c] * (kelvin / (tf + kelvin) - 1.0)
-            trow[x] = t
-            krow[x] = ks[c] * (f * ku[c] + (1.0 - f) * kf0[c] * scale)
-            prow[x] = f * (pf[c] * (art - t) + mt[c])
-
-
-@njit(fastmath=True, cache=True, inline="always")
-def _face(k1, k2, a):
-    """Series (harmonic) conductivity of a face; ``a`` is cell 1's share of the centre distance.
-    Conductivities are > 0 (inert cells carry a vanishing one), so no zero check is needed."""
-    return k1 * k2 / (a * k2 + (1.0 - a) * k1)
-
-
-@njit(fastmath=True, cache=True, inline="always")
-def _divergence(Trow, Krow, Tym, Kym, Typ, Kyp, Tzm, Kzm, Tzp, Kzp, x, xm, xp,
-                cxm, cxp, ax, cy_m, cy_p, ay_m, ay_p, cz_m, cz_p, az_m, az_p):
-    t = Trow[x]
-    k = Krow[x]
-    return (
-        cxm[x] * _face(Krow[xm], k, ax[xm]) * (Trow[xm] - t)
-        + cxp[x] * _face(k, Krow[xp], ax[x]) * (Trow[xp] - t)
-        + cy_m * _face(Kym[x], k, ay_m) * (Tym[x] - t)
-        + cy_p * _face(k, Kyp[x], ay_p) * (Typ[x] - t)
-        + cz_m * _face(Kzm[x], k, az_m) * (Tzm[x] - t)
-        + cz_p * _face(k, Kzp[x], az_p) * (Tzp[x] - t)
-    )
+        # A row is mostly one tissue index (held, inert or other tissues interrupt it):
+        # take the properties once per run of equal indices, so that the inner loop uses
+        # scalars instead of per-cell table gathers (about 4x faster; it vectorises cleanly).
+        start = 0
+        while start < nx:
+            c = crow[start]
+            stop = start + 1
+            while stop < nx and crow[stop] == c:
+                stop += 1
+            c_inv_hl = inv_hl[c]
+            c_inv_cf = inv_cf[c]
+            c_inv_cu = inv_cu[c]
+            c_sol = sol[c]
+            c_liq = liq[c]
+            c_hl = hl[c]
+            c_width = width[c]
+            c_kf0 = kf0[c]
+            c_ku = ku[c]
+            c_kv = kv[c]
+            c_ks = ks[c]
+            c_pf = pf[c]
+            c_mt = mt[c]
+            for x in range(start, stop):
+                h = hrow[x]
+                f = min(max(h * c_inv_hl, zero), one)
+                t_frozen = c_sol + h * c_inv_cf
+                t_unfrozen = c_liq + (h - c_hl) * c_inv_cu
+                t_mushy = c_sol + c_width * f
+                t = t_frozen if h < zero else (t_unfrozen if h > c_hl else t_mushy)
+                tf = max(min(t, c_liq), coldest)
+                scale = one + c_kv * (kelvin / (tf + kelvin) - one)
+                trow[x] = t
+                krow[x] = c_ks * (f * c_ku + (one - f) * c_kf0 * scale)
+                prow[x] = f * (c_pf * (art - t) + c_mt)
+            start = stop
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -133,67 +137,96 @@ def stage(T, K, P, cxm, cxp, ax, cym, cyp, ay, czm, czp, az,
     ``cxm[i]``/``cxp[i]`` are ``1 / (w_i d)`` (1/m2) for the faces below/above cell ``i`` (0
     at the box edge) and ``ax[i]`` is cell ``i``'s share of the distance to cell ``i + 1``.
     Held and inert cells are computed like any other and restored by the caller.
-    The inner loop reads plain arrays only (no table lookups), so it vectorises.
+
+    Each face's flux ``k_face (T_2 - T_1)`` (series conductivity, W/m/K * K) is computed
+    once and used by both of its cells: threads take contiguous slabs of z planes and
+    sweep them in order, carrying the fluxes through the faces below the current row
+    (x: a row buffer, y: a row, z: a plane). The outer faces of the box carry no flux.
     """
     nz, ny, nx = T.shape
+    real = T.dtype.type
+    zero = real(0.0)
+    one = real(1.0)
     c0 = 1.0 - mu - nu
-    for row in prange(nz * ny):
-        z = row // ny
-        y = row - z * ny
-        zm = max(z - 1, 0)
-        zp = min(z + 1, nz - 1)
-        ym = max(y - 1, 0)
-        yp = min(y + 1, ny - 1)
-        cy_m = cym[y]
-        cy_p = cyp[y]
-        cz_m = czm[z]
-        cz_p = czp[z]
-        ay_m = ay[ym]
-        ay_p = ay[y]
-        az_m = az[zm]
-        az_p = az[z]
-        Trow = T[z, y]
-        Krow = K[z, y]
-        Prow = P[z, y]
-        Tym = T[z, ym]
-        Kym = K[z, ym]
-        Typ = T[z, yp]
-        Kyp = K[z, yp]
-        Tzm = T[zm, y]
-        Kzm = K[zm, y]
-        Tzp = T[zp, y]
-        Kzp = K[zp, y]
-        orow = out[z, y]
-        y1row = Y1[z, y]
-        y2row = Y2[z, y]
-        y0row = Y0[z, y]
-        l0row = L0[z, y]
-        # the two end cells clamp their outer neighbour to themselves (zero flux)
-        for edge in range(2 if nx > 1 else 1):
-            x = 0 if edge == 0 else nx - 1
-            rate = Prow[x] + _divergence(Trow, Krow, Tym, Kym, Typ, Kyp, Tzm, Kzm, Tzp, Kzp, x, max(x - 1, 0),
-                                         min(x + 1, nx - 1), cxm, cxp, ax, cy_m, cy_p, ay_m, ay_p, cz_m, cz_p,
-                                         az_m, az_p)
-            if mode == 0:
-                orow[x] = rate
-            elif mode == 1:
-                orow[x] = y1row[x] + mut_dt * rate
-            else:
-                orow[x] = mu * y1row[x] + nu * y2row[x] + c0 * y0row[x] + mut_dt * rate + gt_dt * l0row[x]
-        if mode == 0:
-            for x in range(1, nx - 1):
-                orow[x] = Prow[x] + _divergence(Trow, Krow, Tym, Kym, Typ, Kyp, Tzm, Kzm, Tzp, Kzp, x, x - 1, x + 1,
-                                                cxm, cxp, ax, cy_m, cy_p, ay_m, ay_p, cz_m, cz_p, az_m, az_p)
-        elif mode == 1:
-            for x in range(1, nx - 1):
-                rate = Prow[x] + _divergence(Trow, Krow, Tym, Kym, Typ, Kyp, Tzm, Kzm, Tzp, Kzp, x, x - 1, x + 1,
-                                             cxm, cxp, ax, cy_m, cy_p, ay_m, ay_p, cz_m, cz_p, az_m, az_p)
-                orow[x] = y1row[x] + mut_dt * rate
+    # Several slabs per thread balance the load on a busy machine; each slab recomputes the
+    # plane of faces below it (~4 % more work at 16 slabs of 140 planes). A fixed count,
+    # because reading the thread count here would keep numba from caching the kernel.
+    n_slabs = min(nz, SLABS)
+    for slab in prange(n_slabs):
+        z_lo = slab * nz // n_slabs
+        z_hi = (slab + 1) * nz // n_slabs
+        flux_z = np.empty((ny, nx), dtype=T.dtype)  # through the face below each cell of plane z
+        flux_y = np.empty(nx, dtype=T.dtype)  # through the faces below row y
+        flux_x = np.empty(nx + 1, dtype=T.dtype)  # flux_x[x]: through the face below cell x
+        rate = np.empty(nx, dtype=T.dtype)
+        if z_lo == 0:
+            flux_z[:, :] = zero
         else:
-            for x in range(1, nx - 1):
-                rate = Prow[x] + _divergence(Trow, Krow, Tym, Kym, Typ, Kyp, Tzm, Kzm, Tzp, Kzp, x, x - 1, x + 1,
-                                             cxm, cxp, ax, cy_m, cy_p, ay_m, ay_p, cz_m, cz_p, az_m, az_p)
-                orow[x] = mu * y1row[x] + nu * y2row[x] + c0 * y0row[x] + mut_dt * rate + gt_dt * l0row[x]
+            a = real(az[z_lo - 1])
+            for y in range(ny):
+                k1 = K[z_lo - 1, y]
+                k2 = K[z_lo, y]
+                t1 = T[z_lo - 1, y]
+                t2 = T[z_lo, y]
+                row = flux_z[y]
+                for x in range(nx):
+                    row[x] = k1[x] * k2[x] / (a * k2[x] + (one - a) * k1[x]) * (t2[x] - t1[x])
+        flux_x[0] = zero
+        flux_x[nx] = zero
+        for z in range(z_lo, z_hi):
+            cz_m = real(czm[z])
+            cz_p = real(czp[z])
+            a_z = real(az[z])
+            flux_y[:] = zero
+            for y in range(ny):
+                Trow = T[z, y]
+                Krow = K[z, y]
+                Prow = P[z, y]
+                cy_m = real(cym[y])
+                cy_p = real(cyp[y])
+                for x in range(nx - 1):
+                    a = real(ax[x])
+                    k1 = Krow[x]
+                    k2 = Krow[x + 1]
+                    flux_x[x + 1] = k1 * k2 / (a * k2 + (one - a) * k1) * (Trow[x + 1] - Trow[x])
+                below_z = flux_z[y]
+                for x in range(nx):
+                    rate[x] = (Prow[x] + real(cxp[x]) * flux_x[x + 1] - real(cxm[x]) * flux_x[x]
+                               - cy_m * flux_y[x] - cz_m * below_z[x])
+                if y + 1 < ny:
+                    a_y = real(ay[y])
+                    Kn = K[z, y + 1]
+                    Tn = T[z, y + 1]
+                    for x in range(nx):
+                        k1 = Krow[x]
+                        k2 = Kn[x]
+                        f = k1 * k2 / (a_y * k2 + (one - a_y) * k1) * (Tn[x] - Trow[x])
+                        rate[x] += cy_p * f
+                        flux_y[x] = f
+                if z + 1 < nz:
+                    Kn = K[z + 1, y]
+                    Tn = T[z + 1, y]
+                    for x in range(nx):
+                        k1 = Krow[x]
+                        k2 = Kn[x]
+                        f = k1 * k2 / (a_z * k2 + (one - a_z) * k1) * (Tn[x] - Trow[x])
+                        rate[x] += cz_p * f
+                        below_z[x] = f  # now the face below this cell in plane z + 1
+                orow = out[z, y]
+                if mode == 0:
+                    for x in range(nx):
+                        orow[x] = rate[x]
+                elif mode == 1:
+                    y1row = Y1[z, y]
+                    for x in range(nx):
+                        orow[x] = y1row[x] + mut_dt * rate[x]
+                else:
+                    y1row = Y1[z, y]
+                    y2row = Y2[z, y]
+                    y0row = Y0[z, y]
+                    l0row = L0[z, y]
+                    for x in range(nx):
+                        orow[x] = mu * y1row[x] + nu * y2row[x] + c0 * y0row[x] + mut_dt * rate[x] + gt_dt * l0row[x]
 
 
 @njit(cache=True)
