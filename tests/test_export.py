@@ -575,6 +575,29 @@ def test_example_nifti_maps_share_the_source_geometry(example_export, exported_p
     assert on_images >= 1
 
 
+def test_example_export_overlays_the_real_head_ct(example_export, exported_plans):
+    """A case on the installed head CT (InVesalius example) exports maps on the CT's own voxels."""
+    from realdata import invesalius_ct_path
+
+    from planner.imaging import read_volume
+    from planner.plan import VolumeFile, resolve_plan_path
+
+    ct_path = invesalius_ct_path().resolve()
+    out, report = example_export
+    paths = _ok_plans(report)
+    on_ct = [slug for slug, (plan, _) in exported_plans.items()
+             if isinstance(plan.volume, VolumeFile) and resolve_plan_path(paths[slug], plan.volume.path).resolve()
+             == ct_path]
+    if not on_ct:
+        pytest.skip("no example plan or case uses the head CT")
+    ct = read_volume(ct_path)
+    for slug in on_ct:
+        for name in ("min_temperature.nii.gz", "isotherm_0C_labels.nii.gz"):
+            overlay = read_volume(out / slug / "data" / name)
+            assert overlay.array.shape == ct.array.shape
+            assert np.allclose(overlay.affine, ct.affine, atol=1e-4 * np.abs(ct.affine).max()), (slug, name)
+
+
 def test_example_surfaces_enclose_the_probe(example_export, exported_plans):
     import pyvista as pv
 
