@@ -284,45 +284,53 @@ def track(T, wx, wy, wz, levels, dt, min_temperature, time_below, volumes):
     nz, ny, nx = T.shape
     n_levels = levels.size
     partial = np.zeros((nz, n_levels))
+    warmest = -np.inf
+    for m in range(n_levels):
+        warmest = max(warmest, levels[m])
     for z in prange(nz):
+        below = np.zeros(n_levels)
         for y in range(ny):
             area = wz[z] * wy[y]
+            trow = T[z, y]
+            mrow = min_temperature[z, y]
             for x in range(nx):
-                t = T[z, y, x]
-                if t < min_temperature[z, y, x]:
-                    min_temperature[z, y, x] = t
-                for m in range(n_levels):
-                    if t < levels[m]:
-                        time_below[m, z, y, x] += dt
-                        partial[z, m] += area * wx[x]
+                mrow[x] = min(mrow[x], trow[x])
+            # most cells are warmer than every level: one predictable test skips them
+            for x in range(nx):
+                t = trow[x]
+                if t < warmest:
+                    for m in range(n_levels):
+                        if t < levels[m]:
+                            time_below[m, z, y, x] += dt
+                            below[m] += area * wx[x]
+        for m in range(n_levels):
+            partial[z, m] = below[m]
     for m in range(n_levels):
         volumes[m] = partial[:, m].sum()
 
 
-@njit(cache=True)
-def _slice_min_max(plane, out, z):
-    low = np.inf
-    high = -np.inf
-    count = 0
-    for v in plane.flat:
-        if np.isfinite(v):
-            low = min(low, v)
-            high = max(high, v)
-        else:
-            count += 1
-    out[z, 0] = low
-    out[z, 1] = high
-    out[z, 2] = count
-
-
 @njit(parallel=True, cache=True)
 def min_max_finite(T):
-    """``(min, max, all finite)`` of ``T`` (nz, ny, nx)."""
-    nz = T.shape[0]
+    """``(min, max, all finite)`` of ``T`` (nz, ny, nx); min and max are meaningful only
+    when all values are finite."""
+    nz, ny, nx = T.shape
     out = np.empty((nz, 3))
     for z in prange(nz):
-        _slice_min_max(T[z], out, z)
-    return out[:, 0].min(), out[:, 1].max(), out[:, 2].sum() == 0
+        low = np.inf
+        high = -np.inf
+        # v - v is 0 for finite v and NaN otherwise: a branch-free finiteness check
+        check = 0.0
+        for y in range(ny):
+            row = T[z, y]
+            for x in range(nx):
+                v = row[x]
+                low = min(low, v)
+                high = max(high, v)
+                check += v - v
+        out[z, 0] = low
+        out[z, 1] = high
+        out[z, 2] = check
+    return out[:, 0].min(), out[:, 1].max(), bool(np.all(out[:, 2] == 0.0))
 
 
 @njit(cache=True, inline="always")
