@@ -222,3 +222,24 @@ def test_exported_files_are_served_only_from_the_exports_folder(tmp_path):
             folders.export_file(bad)
     # Export outputs are not offered as plans to open.
     assert [item["value"] for item in folders.listing()] == ["0:secret.json"]
+
+
+def test_a_click_on_a_letterboxed_slice_maps_to_the_pixel_under_it():
+    os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+    from web.views import Views
+
+    session = Session()
+    session.load_demo("intercostal")
+    views = Views(session, window_size=(64, 48))
+    plane = views.plane("axial")
+    rows, cols = plane.shape
+    # The picture shown 2x its size, in an element 100 px taller than that (bands above and below).
+    width, height = 2 * cols, 2 * rows + 100
+    for row, col in ((0.25 * rows, 0.75 * cols), (rows / 2, cols / 2)):
+        x, y = 2 * (col + 0.5), 50 + 2 * (row + 0.5)
+        got = views.click_to_world("axial", x, y, width, height, natural_width_px=cols, natural_height_px=rows)
+        np.testing.assert_allclose(got, plane.pixel_to_world(row, col), atol=1e-6)
+    # In the band above the picture: no point. Without the picture's size: stretched mapping.
+    assert views.click_to_world("axial", cols, 20, width, height, natural_width_px=cols, natural_height_px=rows) is None
+    stretched = views.click_to_world("axial", cols, height / 2, width, height)
+    np.testing.assert_allclose(stretched, plane.pixel_to_world(rows / 2 - 0.5, cols / 2 - 0.5), atol=1e-6)

@@ -340,6 +340,8 @@ def _slice_point(page, name: str, fx: float, fy: float) -> tuple[float, float]:
 def test_drag_the_tip_trace_rename_and_delete_a_nerve(page, server):
     add_probe(page)
     tip_before = page.inner_text("#probe-list")
+    for title in ("View", "Nerves"):  # panels closed at start
+        page.locator(".v-expansion-panel-title", has_text=title).click()
     # Drag on the axial slice in "probe tip" mode: the selected probe's tip goes where the drag ends.
     page.locator("#mode-tip").click()
     x0, y0 = _slice_point(page, "axial", 0.5, 0.5)
@@ -359,8 +361,8 @@ def test_drag_the_tip_trace_rename_and_delete_a_nerve(page, server):
     nerves_before = page.locator(".nerve-row").count()
     page.locator("#mode-nerve").click()
     for fx in (0.3, 0.4, 0.5):
-        page.mouse.click(*_slice_point(page, "axial", fx, 0.3))
-    _poll(lambda: "3 points" in page.inner_text("#finish-nerve"), timeout_s=20, what="three traced points")
+        page.mouse.click(*_slice_point(page, "axial", fx, 0.45))
+    _poll(lambda: "3 points" in page.inner_text("#finish-nerve").lower(), timeout_s=20, what="three traced points")
     page.click("#finish-nerve")
     _poll(lambda: page.locator(".nerve-row").count() == nerves_before + 1, timeout_s=20, what="the traced nerve")
     name = page.locator(".nerve-name input").last

@@ -325,10 +325,14 @@ class Controller:
         return plan_text(self.session, plan_folder=None)
 
     @user_errors
-    def save_plan(self) -> None:
+    def save_plan(self, plan_name: str | None = None) -> None:
+        """Save into ``<data folder>/plans/``; ``plan_name`` as the page sends it with the click
+        (the state's may lag behind the last keystrokes)."""
         from planner.plan import save_plan
 
         self.state.error = ""
+        if isinstance(plan_name, str):
+            self.state.plan_name = plan_name
         self.session.plan_name = (self.state.plan_name or "plan").strip() or "plan"
         path = self.folders.plan_path(self.session.plan_name)
         save_plan(self.session.to_plan(plan_folder=path.parent), path)
@@ -337,14 +341,14 @@ class Controller:
 
     # ------------------------------------------------------------ report export
     @user_errors
-    def start_export(self) -> None:
+    def start_export(self, plan_name: str | None = None) -> None:
         """Save the plan, then export it (solve, pictures, HTML report) in a worker process
         into ``<data folder>/exports/``; the page offers the files for download."""
         if self.state.export_running:
             return
         self.state.error = ""
         out_dir = self.folders.export_folder()
-        self.save_plan()
+        self.save_plan(plan_name)
         if self.state.error:
             return
         path = self.folders.plan_path(self.session.plan_name)
@@ -440,11 +444,18 @@ class Controller:
         self.push_3d()
 
     @user_errors
-    def slice_click(self, name: str, x: float, y: float, width: float, height: float) -> None:
-        point = self.views.click_to_world(name, x, y, width, height)
+    def slice_click(self, name: str, x: float, y: float, width: float, height: float, mode: str | None = None,
+                    natural_width: float = 0.0, natural_height: float = 0.0) -> None:
+        """A click (or the end of a drag) at ``(x, y)`` px on a slice shown ``width`` x ``height``
+        px; ``mode`` is the page's click mode, ``natural_*`` the picture's own size (0: it fills
+        the box)."""
+        point = self.views.click_to_world(name, x, y, width, height, natural_width_px=natural_width,
+                                          natural_height_px=natural_height)
         if point is None:
             return
         self.state.error = ""
+        if mode in ("crosshair", "tip", "entry", "nerve"):
+            self.state.click_mode = mode
         mode = self.state.click_mode
         index = self.views.selected_probe
         if mode == "crosshair" or name == "probe" and mode not in ("tip", "entry"):

@@ -11,7 +11,10 @@ from trame.widgets import html
 from trame.widgets import vtk as vtk_widgets
 from trame.widgets import vuetify3 as v3
 
-SLICE_CLICK_ARGS = "[{name}, $event.offsetX, $event.offsetY, $event.target.clientWidth, $event.target.clientHeight]"
+# The click mode and the picture's own size go with the click: trame sends a state change
+# (the radio) later than a trigger, and the picture is letterboxed in its box (object-fit).
+SLICE_CLICK_ARGS = ("[{name}, $event.offsetX, $event.offsetY, $event.target.clientWidth, $event.target.clientHeight,"
+                    " click_mode, $event.target.naturalWidth, $event.target.naturalHeight]")
 # The typed numbers go with the click: the page may not have sent the last keystrokes' state yet.
 TYPED_ARGS = "[tip_x, tip_y, tip_z, entry_x, entry_y, entry_z]"
 SCREENSHOT_JS = "utils.download('{name}.png', trigger('screenshot', ['{name}']), 'image/png')"
@@ -37,7 +40,7 @@ def files_panel(c) -> None:
             v3.VTextField(label="Plan name", v_model=("plan_name",), density="compact", hide_details=True,
                           classes="mt-2", id="plan-name")
             with html.Div(classes="d-flex flex-wrap ga-1 mt-1"):
-                v3.VBtn("Save plan", click=c.save_plan, size="small", disabled=("!can_save",), id="save-plan")
+                v3.VBtn("Save plan", click=(c.save_plan, "[plan_name]"), size="small", disabled=("!can_save",), id="save-plan")
                 v3.VBtn("Download plan", size="small", id="download-plan",
                         click="utils.download(`${plan_name || 'plan'}.json`, trigger('plan_json'), 'application/json')")
             html.Div("Saving and uploads need a data folder (--data DIR).", v_if="!can_save",
@@ -125,7 +128,7 @@ def nerves_panel(c) -> None:
                 v3.VTextField(v_model=("n.name",), density="compact", hide_details=True, classes="nerve-name",
                               blur=(c.update_nerve, "[n.index, n.name, n.radius]"))
                 v3.VTextField(v_model=("n.radius",), density="compact", hide_details=True, type="number",
-                              style="max-width: 80px", suffix="mm", classes="nerve-radius",
+                              style="max-width: 96px", suffix="mm", classes="nerve-radius",
                               blur=(c.update_nerve, "[n.index, n.name, n.radius]"))
                 html.Span("{{ n.length }} mm", classes="text-caption")
                 v3.VBtn(icon="mdi-delete", size="x-small", variant="text", click=(c.delete_nerve, "[n.index]"),
@@ -187,7 +190,7 @@ def export_panel(c) -> None:
         with v3.VExpansionPanelText():
             html.Div("Runs the full export (pictures, HTML report, data files) for the plan as it is now, into the "
                      "data folder's exports/ (saves the plan first).", classes="text-caption")
-            v3.VBtn("Export report", size="small", click=c.start_export, disabled=("export_running || !can_save",),
+            v3.VBtn("Export report", size="small", click=(c.start_export, "[plan_name]"), disabled=("export_running || !can_save",),
                     id="export-report", classes="mt-1")
             v3.VProgressLinear(indeterminate=True, v_if="export_running", height=4, classes="mt-1")
             html.Div("{{ export_status }}", classes="text-caption", id="export-status")
@@ -229,7 +232,8 @@ def build(server, c, views) -> SinglePageWithDrawerLayout:
                       classes="ma-2", id="error", click_close="error = ''")
             v3.VAlert(text=("info",), v_if="info && !error", type="info", density="compact", variant="tonal",
                       classes="ma-2", id="info")
-            with v3.VExpansionPanels(multiple=True, model_value=(["files", "probes", "freeze", "metrics", "report"],), variant="accordion"):
+            with v3.VExpansionPanels(multiple=True, v_model=("open_panels", ["files", "probes", "freeze", "metrics", "report"]),
+                                    variant="accordion"):
                 files_panel(c)
                 view_panel(c)
                 probes_panel(c)

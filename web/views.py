@@ -230,13 +230,26 @@ class Views:
             return ""
         return data_url(encode_jpeg(picture[0]), "image/jpeg")
 
-    def click_to_world(self, name: str, x_px: float, y_px: float, width_px: float, height_px: float):
-        """World point (mm) under a click at ``(x_px, y_px)`` on a slice shown ``width_px`` x
-        ``height_px`` big in the browser; None when the view shows nothing."""
+    def click_to_world(self, name: str, x_px: float, y_px: float, width_px: float, height_px: float, *,
+                       natural_width_px: float = 0.0, natural_height_px: float = 0.0):
+        """World point (mm) under a click at ``(x_px, y_px)`` on a slice element shown ``width_px``
+        x ``height_px`` big in the browser; None when the view shows nothing or the click is
+        outside the picture.
+
+        With the picture's own size (``natural_*``), the picture is taken as letterboxed in the
+        element (CSS ``object-fit: contain``: scaled to fit, centred); without it, as filling it.
+        """
         plane = self.plane(name)
         if plane is None or width_px <= 0 or height_px <= 0:
             return None
+        left, top, shown_width, shown_height = 0.0, 0.0, float(width_px), float(height_px)
+        if natural_width_px and natural_height_px and natural_width_px > 0 and natural_height_px > 0:
+            scale = min(width_px / natural_width_px, height_px / natural_height_px)
+            shown_width, shown_height = natural_width_px * scale, natural_height_px * scale
+            left, top = (width_px - shown_width) / 2.0, (height_px - shown_height) / 2.0
+        fx = (float(x_px) - left) / shown_width
+        fy = (float(y_px) - top) / shown_height
+        if not (0.0 <= fx <= 1.0 and 0.0 <= fy <= 1.0):
+            return None
         rows, cols = plane.shape
-        col = float(x_px) / float(width_px) * cols - 0.5
-        row = float(y_px) / float(height_px) * rows - 0.5
-        return plane.pixel_to_world(row, col)
+        return plane.pixel_to_world(fy * rows - 0.5, fx * cols - 0.5)
