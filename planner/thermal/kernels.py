@@ -36,14 +36,39 @@ def _state(h, solidus, liquidus, h_liquidus, c_frozen, c_unfrozen):
     return solidus, 1.0
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(fastmath=True, error_model="numpy", cache=True)
+def _state_run(h_run, t_run, k_run, p_run, inv_hl, inv_cf, inv_cu, solidus, liquidus, h_liquidus, width,
+               k_frozen, k_unfrozen, k_varies, k_scale, perfusion, metabolic, arterial):
+    """Temperature, conductivity and unfrozen-only source for a run of cells of one tissue
+    index (scalar properties, in the state's precision; see :func:`temperature_conductivity`).
+    ``error_model="numpy"``: a float division without a zero check, so that the loop vectorises."""
+    real = t_run.dtype.type
+    one = real(1.0)
+    zero = real(0.0)
+    kelvin = real(KELVIN)
+    coldest = real(COLDEST_FOR_CONDUCTIVITY)
+    for x in range(h_run.size):
+        h = h_run[x]
+        f = min(max(h * inv_hl, zero), one)
+        t_frozen = solidus + h * inv_cf
+        t_unfrozen = liquidus + (h - h_liquidus) * inv_cu
+        t_mushy = solidus + width * f
+        t = t_frozen if h < zero else (t_unfrozen if h > h_liquidus else t_mushy)
+        tf = max(min(t, liquidus), coldest)
+        scale = one + k_varies * (kelvin / (tf + kelvin) - one)
+        t_run[x] = t
+        k_run[x] = k_scale * (f * k_unfrozen + (one - f) * k_frozen * scale)
+        p_run[x] = f * (perfusion * (arterial - t) + metabolic)
+
+
+@njit(parallel=True, fastmath=True, error_model="numpy", cache=True)
 def temperature_conductivity(H, tissue, solidus, liquidus, h_liquidus, c_frozen, c_unfrozen,
                              k_frozen, k_unfrozen, k_varies, k_scale, perfusion, metabolic, arterial, T, K, P):
     """From ``H`` (J/m3) fill ``T`` (degC), ``K`` (W/m/K) and ``P`` (W/m3), the perfusion and
     metabolic source, which acts only in the unfrozen fraction; all (nz, ny, nx).
 
     The property lookups by tissue index live here, so that the stencil kernel reads plain
-    arrays only. Written without branches (selects) so that it vectorises too.
+    arrays only. Written with selects, not branches, so that it vectorises too.
     """
     nz, ny, nx = H.shape
     n_index = solidus.size
@@ -76,11 +101,7 @@ def temperature_conductivity(H, tissue, solidus, liquidus, h_liquidus, c_frozen,
         ks[c] = k_scale[c]
         pf[c] = perfusion[c]
         mt[c] = metabolic[c]
-    kelvin = T.dtype.type(KELVIN)
-    coldest = T.dtype.type(COLDEST_FOR_CONDUCTIVITY)
     art = T.dtype.type(arterial)
-    one = T.dtype.type(1.0)
-    zero = T.dtype.type(0.0)
     for row in prange(nz * ny):
         z = row // ny
         y = row - z * ny
@@ -91,42 +112,20 @@ def temperature_conductivity(H, tissue, solidus, liquidus, h_liquidus, c_frozen,
         prow = P[z, y]
         # A row is mostly one tissue index (held, inert or other tissues interrupt it):
         # take the properties once per run of equal indices, so that the inner loop uses
-        # scalars instead of per-cell table gathers (about 4x faster; it vectorises cleanly).
+        # scalars instead of per-cell table gathers (about 4x faster). The run is a separate
+        # function: inlined into this loop nest, it did not vectorise (2x slower).
         start = 0
         while start < nx:
             c = crow[start]
             stop = start + 1
             while stop < nx and crow[stop] == c:
                 stop += 1
-            c_inv_hl = inv_hl[c]
-            c_inv_cf = inv_cf[c]
-            c_inv_cu = inv_cu[c]
-            c_sol = sol[c]
-            c_liq = liq[c]
-            c_hl = hl[c]
-            c_width = width[c]
-            c_kf0 = kf0[c]
-            c_ku = ku[c]
-            c_kv = kv[c]
-            c_ks = ks[c]
-            c_pf = pf[c]
-            c_mt = mt[c]
-            for x in range(start, stop):
-                h = hrow[x]
-                f = min(max(h * c_inv_hl, zero), one)
-                t_frozen = c_sol + h * c_inv_cf
-                t_unfrozen = c_liq + (h - c_hl) * c_inv_cu
-                t_mushy = c_sol + c_width * f
-                t = t_frozen if h < zero else (t_unfrozen if h > c_hl else t_mushy)
-                tf = max(min(t, c_liq), coldest)
-                scale = one + c_kv * (kelvin / (tf + kelvin) - one)
-                trow[x] = t
-                krow[x] = c_ks * (f * c_ku + (one - f) * c_kf0 * scale)
-                prow[x] = f * (c_pf * (art - t) + c_mt)
+            _state_run(hrow[start:stop], trow[start:stop], krow[start:stop], prow[start:stop], inv_hl[c], inv_cf[c],
+                       inv_cu[c], sol[c], liq[c], hl[c], width[c], kf0[c], ku[c], kv[c], ks[c], pf[c], mt[c], art)
             start = stop
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, fastmath=True, error_model="numpy", cache=True)
 def stage(T, K, P, cxm, cxp, ax, cym, cyp, ay, czm, czp, az,
           Y1, Y2, Y0, L0, out, mode, mu, nu, mut_dt, gt_dt):
     """One rate evaluation ``L(Y1) = div(k grad T) + P`` fused with the update that uses it.
