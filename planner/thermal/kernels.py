@@ -147,8 +147,9 @@ def stage(T, K, P, cxm, cxp, ax, cym, cyp, ay, czm, czp, az,
     zero = real(0.0)
     one = real(1.0)
     c0 = 1.0 - mu - nu
-    # Several slabs per thread balance the load on a busy machine; each slab recomputes the
-    # plane of faces below it (~4 % more work at 16 slabs of 140 planes). A fixed count,
+    # Numba shares the slabs among threads in equal contiguous blocks (static schedule, so a
+    # thread the OS holds back delays the whole stage on a busy machine); each slab recomputes
+    # the plane of faces below it (~4 % more work at 16 slabs of 140 planes). A fixed count,
     # because reading the thread count here would keep numba from caching the kernel.
     n_slabs = min(nz, SLABS)
     for slab in prange(n_slabs):
