@@ -66,6 +66,9 @@ def main(server=None, *, target: str | None = None, data_dirs=(), **kwargs):
         from planner.demo import list_demo_cases
 
         controller.load_demo(list_demo_cases()[0])
+    # One render before the first page opens: the first frame of a new OpenGL context pays for
+    # shader compilation (seconds on a software renderer), not the person opening the page.
+    views.plotter.render_window.Render()
 
     @server.controller.add("on_server_ready")
     def _ready(**_):

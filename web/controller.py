@@ -512,6 +512,10 @@ class Controller:
             return
         if session.preview is not None and session.preview_key == session.plan_key():
             return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # not serving yet (a plan opened at start): on_server_ready asks again
+            return
         if self.preview_worker.busy:
             self._preview_again = True
             return
