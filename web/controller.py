@@ -219,6 +219,9 @@ class Controller:
                         rows.append({"text": text[len("note: "):], "kind": "note"})
                 else:
                     rows.append({"text": text, "kind": "fact"})
+        # Warnings first (what needs attention), then the facts, then how they were measured.
+        order = {"warning": 0, "fact": 1, "note": 2}
+        rows.sort(key=lambda row: order[row["kind"]])
         if not is_preview:
             snapshot = self.views.snapshot % len(shown.snapshot_times)
             volumes = ", ".join(f"{level:g} \N{DEGREE SIGN}C {shown.isotherm_volume_ml(level, snapshot):.2f} ml"
