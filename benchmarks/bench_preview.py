@@ -53,6 +53,7 @@ from planner.plan import load_plan, placed_probes, plan_sha256, protocol_steps  
 from planner.simulation import load_plan_volume, plan_tissue_properties, run_plan  # noqa: E402
 from planner.thermal import PlacedProbe, ProtocolStep, simulate  # noqa: E402
 from planner.thermal.grid import ThermalGrid  # noqa: E402
+from planner.thermal.geometry import Cylinder  # noqa: E402
 from planner.thermal.preview import (  # noqa: E402
     COMBINE_MODES,
     preview_at_points,
@@ -145,11 +146,7 @@ def in_probe(points: np.ndarray, probes) -> np.ndarray:
     not tissue (they stay at body temperature), so both sides leave them out."""
     inside = np.zeros(len(points), dtype=bool)
     for probe in probes:
-        offset = points - np.asarray(probe.tip)
-        along = offset @ probe.axis
-        radial = np.linalg.norm(offset - along[:, None] * probe.axis, axis=1)
-        length = np.linalg.norm(np.subtract(probe.entry, probe.tip))
-        inside |= (radial <= probe.radius_mm) & (along >= 0) & (along <= length)
+        inside |= Cylinder(probe.tip, probe.entry, probe.radius_mm).inside(points)
     return inside
 
 

@@ -12,6 +12,7 @@ import pytest
 from planner.errors import InputError
 from planner.thermal import PlacedProbe, ProbeBoundary, ProtocolStep, generic_soft_tissue, simulate
 from planner.thermal import preview
+from planner.thermal.geometry import Cylinder
 from planner.thermal.preview import (
     PreviewResult,
     clear_preview_cache,
@@ -53,12 +54,8 @@ def in_probe(points, probes):
     """True for points inside a probe's body (tip to entry): the full solver's shaft cells are
     not tissue (they stay at body temperature), so they are left out of every comparison."""
     inside = np.zeros(len(points), dtype=bool)
-    for placed in probes:
-        offset = points - np.asarray(placed.tip)
-        along = offset @ placed.axis
-        radial = np.linalg.norm(offset - along[:, None] * placed.axis, axis=1)
-        length = np.linalg.norm(np.subtract(placed.entry, placed.tip))
-        inside |= (radial <= placed.radius_mm) & (along >= 0) & (along <= length)
+    for probe in probes:
+        inside |= Cylinder(probe.tip, probe.entry, probe.radius_mm).inside(points)
     return inside
 
 
