@@ -65,6 +65,7 @@ from planner.thermal.grid import ThermalGrid
 from planner.thermal.probes import PlacedProbe, ProbeBoundary
 from planner.thermal.properties import TissueProperties
 from planner.thermal.protocol import ProtocolStep, validate_protocol
+from planner.thermal.result import mean_probe_axis, surface_extent_mm
 from planner.volume import Volume, affine_from_geometry
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -1078,27 +1079,14 @@ class PreviewResult:
 
     def main_axis(self) -> np.ndarray:
         """Unit world vector: the mean probe direction (signs aligned with the first probe)."""
-        directions = self.probe_axes[:, 1] - self.probe_axes[:, 0]
-        directions = directions / np.linalg.norm(directions, axis=1, keepdims=True)
-        signs = np.sign(directions @ directions[0])
-        signs[signs == 0] = 1
-        mean = (directions * signs[:, None]).sum(axis=0)
-        return mean / np.linalg.norm(mean)
+        return mean_probe_axis(self.probe_axes)
 
     def isotherm_extent_mm(self, level: float, snapshot: int | str = "min") -> dict[str, float]:
         """Size of the ``level`` degC isotherm, mm, defined as on ThermalResult: ``along`` the
         mean probe axis, ``across`` it (largest extent perpendicular) and ``max_diameter``
         (largest distance between two surface points); zeros when there is no surface."""
         verts, _ = self.isotherm_mesh(level, snapshot)
-        if len(verts) == 0:
-            return {"along": 0.0, "across": 0.0, "max_diameter": 0.0}
-        axis = self.main_axis()
-        along = verts @ axis
-        return {
-            "along": float(along.max() - along.min()),
-            "across": _max_pairwise_distance(verts - along[:, None] * axis),
-            "max_diameter": _max_pairwise_distance(verts),
-        }
+        return surface_extent_mm(verts, self.main_axis())
 
     def summary(self, levels: Sequence[float] | None = None, *, extents: bool = True) -> dict[str, Any]:
         """JSON-ready facts, flagged approximate: per level the volume (ml) of the coldest
@@ -1236,21 +1224,6 @@ def preview_ice_ball(
     )
     return _lattice_preview(prepared, spacing_mm=float(spacing_mm), levels=levels, cover=cover,
                             margin_mm=float(margin_mm), axes=axes, times=times, combine=combine)
-
-
-def _max_pairwise_distance(points: np.ndarray) -> float:
-    """Largest distance (mm) between two of ``points`` (n, 3): over the convex hull's vertices."""
-    from scipy.spatial import ConvexHull, QhullError
-    from scipy.spatial.distance import pdist
-
-    points = np.asarray(points, dtype=float)
-    if len(points) < 2:
-        return 0.0
-    try:
-        hull = points[ConvexHull(points, qhull_options="QJ").vertices]
-    except (QhullError, ValueError):  # flat or degenerate sets: a thinned set of all points
-        hull = points[:: max(1, len(points) // 2000)]
-    return float(pdist(hull).max()) if len(hull) > 1 else 0.0
 
 
 def _cylinder_bounds(tip, axis, r, z_lo, z_hi, axes) -> np.ndarray:

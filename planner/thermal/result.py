@@ -141,30 +141,14 @@ class ThermalResult:
         """Unit world vector: the mean probe direction (grid z when there are no probes)."""
         if len(self.probe_axes) == 0:
             return self.grid.direction[:, 2].copy()
-        directions = self.probe_axes[:, 1] - self.probe_axes[:, 0]
-        directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-        reference = directions[0]
-        signs = np.sign(directions @ reference)
-        signs[signs == 0] = 1
-        mean = (directions * signs[:, None]).sum(axis=0)
-        return mean / np.linalg.norm(mean)
+        return mean_probe_axis(self.probe_axes)
 
     def isotherm_extent_mm(self, level: float, snapshot: int | str = -1) -> dict[str, float]:
         """Size of the ``level`` degC isotherm: ``along`` (extent along the mean probe axis),
         ``across`` (largest extent perpendicular to it), ``max_diameter`` (largest distance
         between two surface points), all mm; zeros when there is no such surface."""
         verts, _ = self.isotherm_mesh(level, snapshot)
-        if len(verts) == 0:
-            return {"along": 0.0, "across": 0.0, "max_diameter": 0.0}
-        axis = self.main_axis()
-        along = verts @ axis
-        across_points = verts - along[:, None] * axis
-        across = _max_pairwise_distance(across_points)
-        return {
-            "along": float(along.max() - along.min()),
-            "across": across,
-            "max_diameter": _max_pairwise_distance(verts),
-        }
+        return surface_extent_mm(verts, self.main_axis())
 
     def summary(self, levels=None) -> dict[str, Any]:
         """JSON-ready facts: run figures and, per threshold, final and worst-case volumes and extents."""
@@ -191,19 +175,43 @@ class ThermalResult:
         }
 
 
+def mean_probe_axis(probe_axes: np.ndarray) -> np.ndarray:
+    """Unit world vector: the mean direction of probes given as (n, 2, 3) tip/entry points,
+    each probe's sign aligned with the first so opposite insertions do not cancel."""
+    directions = probe_axes[:, 1] - probe_axes[:, 0]
+    directions = directions / np.linalg.norm(directions, axis=1, keepdims=True)
+    signs = np.sign(directions @ directions[0])
+    signs[signs == 0] = 1
+    mean = (directions * signs[:, None]).sum(axis=0)
+    return mean / np.linalg.norm(mean)
+
+
+def surface_extent_mm(verts: np.ndarray, axis: np.ndarray) -> dict[str, float]:
+    """Size of a surface given by its vertices (n, 3) mm: ``along`` the unit ``axis``,
+    ``across`` it (largest extent perpendicular), ``max_diameter`` (largest distance between
+    two vertices); zeros for an empty surface."""
+    if len(verts) == 0:
+        return {"along": 0.0, "across": 0.0, "max_diameter": 0.0}
+    along = verts @ axis
+    return {
+        "along": float(along.max() - along.min()),
+        "across": _max_pairwise_distance(verts - along[:, None] * axis),
+        "max_diameter": _max_pairwise_distance(verts),
+    }
+
+
 def _max_pairwise_distance(points: np.ndarray) -> float:
-    """Largest distance between two of ``points`` (n, 3), via the convex hull when it exists."""
+    """Largest distance (mm) between two of ``points`` (n, 3): over the convex hull's vertices."""
+    from scipy.spatial import ConvexHull, QhullError
+    from scipy.spatial.distance import pdist
+
     points = np.asarray(points, dtype=float)
     if len(points) < 2:
         return 0.0
     try:
-        from scipy.spatial import ConvexHull
-
         hull = points[ConvexHull(points, qhull_options="QJ").vertices]
-    except Exception:  # flat or degenerate sets: fall back to all points (few of them)
+    except (QhullError, ValueError):  # flat or degenerate sets: a thinned set of all points
         hull = points[:: max(1, len(points) // 2000)]
-    from scipy.spatial.distance import pdist
-
     return float(pdist(hull).max()) if len(hull) > 1 else 0.0
 
 
