@@ -5,7 +5,7 @@ import pytest
 
 from planner.thermal import PlacedProbe, ProbeBoundary, ProtocolStep, generic_soft_tissue
 from planner.thermal.geometry import Cylinder, HalfSpace, Sphere, rasterise
-from planner.thermal.grid import ThermalGrid, stretched_faces, uniform_faces
+from planner.thermal.grid import ThermalGrid, stretched_faces, uniform_faces, zoned_faces
 from planner.thermal.properties import TissueProperties
 from planner.thermal.sizing import radial_reach
 
@@ -20,6 +20,29 @@ def test_stretched_faces_keep_a_uniform_core_and_grow_outwards():
     ratios = widths[1:] / widths[:-1]
     assert np.all(ratios <= 1.2 + 1e-9) and np.all(ratios >= 1 / 1.2 - 1e-9)
     assert np.allclose(uniform_faces(-1.0, 1.0, 0.5), [-1.0, -0.5, 0.0, 0.5, 1.0])
+
+
+def test_zoned_faces_have_a_fine_core_a_middle_zone_and_a_growing_far_field():
+    faces = zoned_faces(-1.0, 1.0, -6.0, 6.0, -30.0, 30.0, 0.25, 0.5, middle_ratio=1.25, outer_ratio=1.5, max_cell=4.0)
+    widths = np.diff(faces)
+    centres = 0.5 * (faces[1:] + faces[:-1])
+    assert np.allclose(widths[np.abs(centres) < 1.0], 0.25) and (np.abs(centres) < 1.0).sum() == 8
+    # the middle zone reaches its spacing within a few cells and keeps it to its edge
+    middle = (np.abs(centres) > 2.0) & (np.abs(centres) < 6.0)
+    assert np.allclose(widths[middle], 0.5)
+    assert np.all(widths[(np.abs(centres) > 1.0) & (np.abs(centres) < 6.0)] <= 0.5 + 1e-9)
+    # beyond it the cells grow by at most 1.5x up to max_cell, and the box is covered
+    outer = np.abs(centres) > 6.5
+    assert widths[outer].max() == pytest.approx(4.0) and widths[outer].min() > 0.5
+    ratios = widths[1:] / widths[:-1]
+    assert np.all(ratios <= 1.5 + 1e-9) and np.all(ratios >= 1 / 1.5 - 1e-9)
+    assert faces[0] <= -30.0 and faces[-1] >= 30.0
+    assert np.allclose(faces, -faces[::-1])
+    # no middle zone of its own: the same faces as stretched_faces
+    assert np.allclose(zoned_faces(-2.0, 2.0, -2.0, 2.0, -20.0, 20.0, 0.25, 0.25, outer_ratio=1.2, max_cell=1.0),
+                       stretched_faces(-2.0, 2.0, -20.0, 20.0, 0.25, ratio=1.2, max_cell=1.0))
+    with pytest.raises(ValueError, match="middle_spacing"):
+        zoned_faces(-1.0, 1.0, -2.0, 2.0, -3.0, 3.0, 0.5, 0.25)
 
 
 def test_grid_geometry_round_trips_and_uniform_affine_matches_cell_centres():

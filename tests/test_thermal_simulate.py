@@ -239,6 +239,23 @@ def test_non_finite_state_stops_with_a_clear_error(monkeypatch):
               initial_temperature=initial, outer_boundary="insulated", max_step=50.0)
 
 
+def test_fine_cells_line_the_probes_and_the_ice_zone_is_coarser_but_as_accurate():
+    """Default grid: the finest cells near the probe, twice as large across the rest of the
+    ice; the ice ball matches a grid fine all through the ice zone."""
+    probe = probe_along((0, 0, 1))
+    zoned = run([probe], spacing_mm=0.25, orientation="world")
+    uniform = run([probe], spacing_mm=0.25, orientation="world", middle_spacing_mm=0.25, stretch_ratio=1.2)
+    widths = zoned.grid.widths(0)
+    centres = zoned.grid.centres(0)
+    near = np.abs(centres) < probe.radius_mm + 1.5
+    assert np.allclose(widths[near], 0.25)
+    assert np.allclose(widths[(np.abs(centres) > 5.0) & (np.abs(centres) < 7.0)], 0.5)
+    assert zoned.grid.size < 0.5 * uniform.grid.size
+    for level in (0.0, -20.0, -40.0):
+        assert zoned.isotherm_volume_ml(level) == pytest.approx(uniform.isotherm_volume_ml(level), rel=0.02)
+    assert zoned.isotherm_extent_mm(0.0)["across"] == pytest.approx(uniform.isotherm_extent_mm(0.0)["across"], abs=0.3)
+
+
 def test_euler_and_rkl2_agree(single_z):
     """The super-time-stepping scheme against plain forward Euler on the same problem."""
     euler = run([probe_along((0, 0, 1))], orientation="world", method="euler")
@@ -290,7 +307,8 @@ def test_a_retried_step_is_reported_in_the_notes():
     boundary = ProbeBoundary("temperature", freeze_temperature=-75.0, cooldown_time=5.0)
     probes = [PlacedProbe(name, (x, 0.0, 0.0), (x, 0.0, 40.0), 1.65, 6.0, boundary)
               for name, x in (("a", -3.0), ("b", 3.0))]
-    result = simulate(probes, [ProtocolStep("freeze", 20.0)], tissue=MUSCLE, properties=props, spacing_mm=1.0)
+    result = simulate(probes, [ProtocolStep("freeze", 20.0)], tissue=MUSCLE, properties=props, spacing_mm=1.0,
+                      middle_spacing_mm=1.0, max_step=8.0)
     assert any("retried at half length" in note for note in result.notes)
     assert result.snapshot_times[-1] == pytest.approx(20.0)
     assert result.min_temperature.min() >= -75.5

@@ -48,6 +48,52 @@ def stretched_faces(
     return np.concatenate([np.array(lower[:0:-1]), core, np.array(upper[1:])])
 
 
+def zoned_faces(
+    fine_lo: float,
+    fine_hi: float,
+    middle_lo: float,
+    middle_hi: float,
+    outer_lo: float,
+    outer_hi: float,
+    spacing: float,
+    middle_spacing: float,
+    *,
+    middle_ratio: float = 1.25,
+    outer_ratio: float = 1.5,
+    max_cell: float | None = None,
+) -> np.ndarray:
+    """Faces (mm) of three zones along one axis: a uniform core ``[fine_lo, fine_hi]`` at
+    ``spacing``; cells growing by ``middle_ratio`` up to ``middle_spacing`` while inside
+    ``[middle_lo, middle_hi]``; then growing by ``outer_ratio`` (up to ``max_cell``) until
+    ``[outer_lo, outer_hi]`` is covered.
+
+    Near a probe the gradients are steepest (the frozen profile is logarithmic in the
+    distance from the axis), across the rest of the ice the front needs only a moderate
+    cell, and beyond it the slow, smooth cooling needs few cells; the stencil takes any
+    rectilinear widths. With ``middle_spacing == spacing`` and equal ratios this is
+    :func:`stretched_faces`.
+    """
+    if middle_spacing < spacing:
+        raise ValueError("middle_spacing must be at least spacing")
+    core = uniform_faces(fine_lo, fine_hi, spacing)
+    max_cell = np.inf if max_cell is None else max_cell
+
+    def grow(position, limit_middle, limit_outer, sign):
+        faces, width = [], spacing
+        while sign * (limit_outer - position) > 1e-9:
+            if sign * (limit_middle - position) > 1e-9:
+                width = min(width * middle_ratio, middle_spacing)
+            else:
+                width = min(max(width, middle_spacing) * outer_ratio, max(max_cell, middle_spacing))
+            position += sign * width
+            faces.append(position)
+        return faces
+
+    lower = grow(core[0], middle_lo, outer_lo, -1.0)
+    upper = grow(core[-1], middle_hi, outer_hi, 1.0)
+    return np.concatenate([np.array(lower[::-1]), core, np.array(upper)])
+
+
 @dataclass(eq=False)
 class ThermalGrid:
     """A rectilinear box of cells placed in the world.

@@ -10,7 +10,7 @@ import numpy as np
 
 from planner.errors import InputError
 from planner.thermal.geometry import Cylinder, held_cell_mask, rasterise
-from planner.thermal.grid import ThermalGrid, stretched_faces
+from planner.thermal.grid import ThermalGrid, zoned_faces
 from planner.thermal.probes import PlacedProbe
 from planner.thermal.properties import TissueProperties
 from planner.thermal.protocol import ProtocolStep, protocol_duration, validate_protocol
@@ -21,9 +21,15 @@ from planner.volume import Volume
 
 # Defaults for sizing the box (documented in simulate's docstring).
 MAX_BOX_MM = 160.0
-STRETCH_RATIO = 1.2
-CORE_FACTOR = 1.15  # fine core: this times the single-probe 0 degC radius (neighbours add ice)
+STRETCH_RATIO = 1.5  # growth of the cells beyond the ice zone
+MIDDLE_RATIO = 1.25  # growth from the near-probe spacing to the ice-zone spacing
+CORE_FACTOR = 1.15  # ice zone: this times the single-probe 0 degC radius (neighbours add ice)
 OUTER_FACTOR = 1.3  # box: this times the single-probe radius cooled by 1 degC
+# Near-probe zone: the finest cells out to this many probe radii (at least NEAR_MIN_MM) from
+# the surface. The frozen profile is logarithmic, so the discretisation error goes with
+# (cell / distance from the axis)^2: cells twice as large at twice the distance are as good.
+NEAR_RADII = 2.0
+NEAR_MIN_MM = 1.5
 
 
 @functools.lru_cache(maxsize=64)
@@ -95,6 +101,8 @@ def simulate(
     progress: Callable[[float], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     orientation: str = "probes",
+    fine_margin_mm: float | None = None,
+    middle_spacing_mm: float | None = None,
     core_margin_mm: float | None = None,
     sizing: str = "radial",
     outer_margin_mm: float | None = None,
@@ -127,8 +135,8 @@ def simulate(
     properties : mapping int -> TissueProperties
         Properties per label value.
     spacing_mm : float, optional
-        Core cell size, mm. Default: a quarter of the thinnest probe diameter, clamped to
-        0.2-0.5 mm.
+        Cell size near the probes, mm. Default: a quarter of the thinnest probe diameter,
+        clamped to 0.2-0.5 mm.
     snapshot_times : sequence of float, optional
         s; default the end of each step.
     thresholds : sequence of float
@@ -141,13 +149,19 @@ def simulate(
     orientation : {"probes", "world", "volume"}
         Grid axes: z along the mean probe axis (default; fewest cells, needles along grid
         lines), world LPS axes, or the label volume's axes.
+    fine_margin_mm : float, optional
+        Near-probe zone of ``spacing_mm`` cells = the active segments' bounding box grown by
+        the probe radius and this. Default: two probe radii, at least 1.5 mm, plus two cells.
+    middle_spacing_mm : float, optional
+        Largest cell of the ice zone, mm (default twice ``spacing_mm``; equal to it for a
+        uniform ice zone). Cells grow to it by 1.25x per cell beyond the near-probe zone.
     core_margin_mm : float, optional
-        Uniform fine core = the active segments' bounding box grown by this. Default
+        Ice zone = the active segments' bounding box grown by this. Default
         (``sizing="radial"``): 1.15 times the largest 0 degC radius of a quick 1D radial
         solve around each probe (see :mod:`planner.thermal.sizing`) plus two cells.
     outer_margin_mm : float, optional
-        Box = core grown by this, with cells growing by ``stretch_ratio`` outwards (to at
-        most 8 core cells). Default (``"radial"``): out to 1.3 times the radius where the
+        Box = ice zone grown by this, with cells growing by ``stretch_ratio`` outwards (to
+        at most 16 near-probe cells). Default (``"radial"``): out to 1.3 times the radius where the
         radial solve cooled the tissue by 1 degC. The whole box is capped at ``max_box_mm``
         per side (noted in the result when the cap bites).
     sizing : {"radial", "bounds"}
@@ -197,6 +211,8 @@ def simulate(
         raise InputError("body_temperature must be finite")
     if spacing_mm is not None and not (spacing_mm > 0 and math.isfinite(spacing_mm)):
         raise InputError(f"spacing_mm must be > 0 mm, got {spacing_mm!r}")
+    if fine_margin_mm is not None and not (fine_margin_mm >= 0 and math.isfinite(fine_margin_mm)):
+        raise InputError(f"fine_margin_mm must be >= 0 mm, got {fine_margin_mm!r}")
     if sizing not in ("radial", "bounds"):
         raise InputError(f"sizing must be 'radial' or 'bounds', got {sizing!r}")
     if orientation not in ("probes", "world", "volume"):
@@ -213,6 +229,9 @@ def simulate(
     # ---------------------------------------------------------------- sizing
     thinnest = min(p.diameter_mm for p in probes)
     h = spacing_mm if spacing_mm is not None else float(np.clip(thinnest / 4.0, 0.2, 0.5))
+    h_middle = 2.0 * h if middle_spacing_mm is None else float(middle_spacing_mm)
+    if not (h_middle >= h and math.isfinite(h_middle)):
+        raise InputError(f"middle_spacing_mm must be at least the spacing ({h:g} mm), got {middle_spacing_mm!r}")
     present = list(properties.values())
     coldest = _coldest(probes, protocol, body_temperature)
     alpha_f = max(float(t.frozen_conductivity_at(min(coldest, t.solidus))) / t.heat_capacity_frozen for t in present)
@@ -254,26 +273,33 @@ def simulate(
         segments_local.append((end - origin) @ direction)
     segments_local = np.array(segments_local)
     radius = max(p.radius_mm for p in probes)
-    lo = segments_local.min(axis=0) - radius - core_margin_mm
-    hi = segments_local.max(axis=0) + radius + core_margin_mm
+    if fine_margin_mm is None:
+        fine_margin_mm = max(NEAR_MIN_MM, NEAR_RADII * radius) + 2 * h
+    fine_margin_mm = min(fine_margin_mm, core_margin_mm)
+    seg_lo, seg_hi = segments_local.min(axis=0) - radius, segments_local.max(axis=0) + radius
+    lo = seg_lo - core_margin_mm
+    hi = seg_hi + core_margin_mm
     half_cap = 0.5 * max_box_mm
     centre = 0.5 * (lo + hi)
     faces = []
     for axis in range(3):
+        f_lo, f_hi = seg_lo[axis] - fine_margin_mm, seg_hi[axis] + fine_margin_mm
         # Put the first probe's axis on cell centres (needles then sit on grid lines).
-        core_lo = lo[axis] - ((lo[axis] - 0.5 * h) % h) if orientation == "probes" else lo[axis]
-        outer_lo = max(core_lo - outer_margin_mm, centre[axis] - half_cap)
+        if orientation == "probes":
+            f_lo -= (f_lo - 0.5 * h) % h
+        outer_lo = max(lo[axis] - outer_margin_mm, centre[axis] - half_cap)
         outer_hi = min(hi[axis] + outer_margin_mm, centre[axis] + half_cap)
-        if hi[axis] - core_lo > max_box_mm:
-            notes.append(f"fine core capped at {max_box_mm:g} mm along grid axis {'xyz'[axis]}")
-        c_lo = max(core_lo, centre[axis] - half_cap)
-        c_hi = min(hi[axis], centre[axis] + half_cap)
-        if outer_lo > core_lo - outer_margin_mm + 1e-9 or outer_hi < hi[axis] + outer_margin_mm - 1e-9:
+        if hi[axis] - lo[axis] > max_box_mm:
+            notes.append(f"ice zone capped at {max_box_mm:g} mm along grid axis {'xyz'[axis]}")
+        if outer_lo > lo[axis] - outer_margin_mm + 1e-9 or outer_hi < hi[axis] + outer_margin_mm - 1e-9:
             notes.append(
                 f"box capped at {max_box_mm:g} mm along grid axis {'xyz'[axis]} "
-                f"(wanted {hi[axis] - core_lo + 2 * outer_margin_mm:.0f} mm)"
+                f"(wanted {hi[axis] - lo[axis] + 2 * outer_margin_mm:.0f} mm)"
             )
-        faces.append(stretched_faces(c_lo, c_hi, outer_lo, outer_hi, h, ratio=stretch_ratio, max_cell=8 * h))
+        f_lo, f_hi = max(f_lo, centre[axis] - half_cap), min(f_hi, centre[axis] + half_cap)
+        m_lo, m_hi = max(lo[axis], outer_lo), min(hi[axis], outer_hi)
+        faces.append(zoned_faces(f_lo, f_hi, m_lo, m_hi, outer_lo, outer_hi, h, h_middle, middle_ratio=MIDDLE_RATIO,
+                                 outer_ratio=stretch_ratio, max_cell=16 * h))
     grid = ThermalGrid(faces[0], faces[1], faces[2], origin, direction)
 
     # ---------------------------------------------------------------- tissue
@@ -352,6 +378,7 @@ def simulate(
         thresholds=thresholds,
         method=method,
         max_step=max_step,
+        step_spacing_mm=h_middle,
         dtype=dtype,
         threads=threads,
         count_only=count_only,
