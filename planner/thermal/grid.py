@@ -33,19 +33,10 @@ def stretched_faces(
     max_cell: float | None = None,
 ) -> np.ndarray:
     """Faces (mm) of a uniform core ``[core_lo, core_hi]`` at ``spacing`` and cells growing by
-    ``ratio`` (up to ``max_cell`` mm) outwards until ``[outer_lo, outer_hi]`` is covered."""
-    core = uniform_faces(core_lo, core_hi, spacing)
-    max_cell = np.inf if max_cell is None else max_cell
-    lower, upper = [core[0]], [core[-1]]
-    width = spacing
-    while lower[-1] > outer_lo + 1e-9:
-        width = min(width * ratio, max_cell)
-        lower.append(lower[-1] - width)
-    width = spacing
-    while upper[-1] < outer_hi - 1e-9:
-        width = min(width * ratio, max_cell)
-        upper.append(upper[-1] + width)
-    return np.concatenate([np.array(lower[:0:-1]), core, np.array(upper[1:])])
+    ``ratio`` (up to ``max_cell`` mm, at least ``spacing``) outwards until ``[outer_lo, outer_hi]``
+    is covered: :func:`zoned_faces` without a middle zone."""
+    return zoned_faces(core_lo, core_hi, core_lo, core_hi, outer_lo, outer_hi, spacing, spacing,
+                       outer_ratio=ratio, max_cell=max_cell)
 
 
 def zoned_faces(
@@ -70,8 +61,7 @@ def zoned_faces(
     Near a probe the gradients are steepest (the frozen profile is logarithmic in the
     distance from the axis), across the rest of the ice the front needs only a moderate
     cell, and beyond it the slow, smooth cooling needs few cells; the stencil takes any
-    rectilinear widths. With ``middle_spacing == spacing`` and equal ratios this is
-    :func:`stretched_faces`.
+    rectilinear widths.
     """
     if middle_spacing < spacing:
         raise ValueError("middle_spacing must be at least spacing")

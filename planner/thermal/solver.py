@@ -538,6 +538,9 @@ def _solve(grid, tissue_index, tissues, phases, *, initial_temperature, arterial
         H_before = np.empty_like(H) if method != "euler" and not count_only else None
 
         # -------- steps of this phase, landing on snapshot times
+        step_limit = phase.max_step if phase.max_step is not None else max_step
+        if default_step and phase.max_step is None:
+            step_limit = min(step_limit, phase.duration / MIN_STEPS_PER_PHASE)
         marks = [t for t in snapshot_times if t_phase0 < t < t_phase1] + [t_phase1]
         held_group = np.concatenate([np.full(spec[3], g, dtype=np.int64) for g, spec in enumerate(held_specs)]) \
             if held_specs else np.zeros(0, np.int64)
@@ -558,10 +561,7 @@ def _solve(grid, tissue_index, tissues, phases, *, initial_temperature, arterial
                     stages = 1
                 else:
                     # A boundary switched on at the phase start makes a steep transient: let the
-                    # steps grow geometrically from max_step / 32 to max_step over the first ones.
-                    step_limit = phase.max_step if phase.max_step is not None else max_step
-                    if default_step and phase.max_step is None:
-                        step_limit = min(step_limit, phase.duration / MIN_STEPS_PER_PHASE)
+                    # steps grow geometrically from step_limit / 32 to step_limit over the first ones.
                     target = min(step_limit, max(step_limit / 32.0, STEP_GROWTH * (t_now - t_phase0)), step_cap)
                     n_left = math.ceil(remaining / target - 1e-9)
                     dt = remaining / n_left
