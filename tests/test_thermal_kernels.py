@@ -92,7 +92,7 @@ def test_temperature_conductivity_matches_the_formulas(shape):
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("mode", [0, 1, 2])
+@pytest.mark.parametrize("mode", [0, 1, 2, 3])
 def test_stage_matches_the_divergence(shape, mode):
     rng, tables, tissue, H, coefficients = _random_case(shape, 2)
     T, K, P = _reference_state(H, tissue, tables, 37.0)
@@ -102,12 +102,18 @@ def test_stage_matches_the_divergence(shape, mode):
     mu, nu, mut_dt, gt_dt = 1.4, -0.45, 0.02, -0.003
     rate = _reference_rate(T, K, P, coefficients)
     expected = {0: rate, 1: H + mut_dt * rate,
-                2: mu * H + nu * Y2 + (1 - mu - nu) * Y0 + mut_dt * rate + gt_dt * L0}[mode]
+                2: mu * H + nu * Y2 + (1 - mu - nu) * Y0 + mut_dt * rate + gt_dt * L0, 3: rate}[mode]
     flat = [c for axis in coefficients for c in axis]
     out = np.full(shape, np.nan)
-    kernels.stage(T, K, P, *flat, H, Y2, Y0, L0, out, mode, mu, nu, mut_dt, gt_dt)
+    second = Y2.copy()
+    kernels.stage(T, K, P, *flat, H, second, Y0, L0, out, mode, mu, nu, mut_dt, gt_dt)
     scale = np.abs(expected).max()
     np.testing.assert_allclose(out, expected, rtol=0, atol=1e-12 * scale)
+    if mode == 3:
+        # the first RKL2 stage: L0 into out and Y1 = Y0 + mut_dt L0 into the second state
+        np.testing.assert_allclose(second, H + mut_dt * rate, rtol=0, atol=1e-12 * np.abs(H).max())
+    else:
+        np.testing.assert_array_equal(second, Y2)
     if mode == 2:
         # the RKL2 loop passes out = Y2 for most stages
         aliased = Y2.copy()
@@ -124,6 +130,8 @@ def test_track_and_min_max_match_numpy():
     below = np.zeros((3,) + shape, dtype=np.float32)
     volumes = np.zeros(3)
     fields = [rng.uniform(-60.0, 37.0, shape).astype(np.float32) for _ in range(3)]
+    for field in fields[1:]:
+        field[:, ::2] = rng.uniform(1.0, 37.0, field[:, ::2].shape)  # whole rows warmer than every level
     for field in fields:
         kernels.track(field, *widths, levels, 0.5, minimum, below, volumes)
     cell_volume = widths[2][:, None, None] * widths[1][None, :, None] * widths[0][None, None, :]
@@ -137,3 +145,52 @@ def test_track_and_min_max_match_numpy():
         broken = fields[0].copy()
         broken[2, 3, 4] = bad
         assert kernels.min_max_finite(broken)[2] is False
+
+
+def test_conduction_row_bound_bounds_the_largest_eigenvalue_and_is_tight():
+    """The stability bound's geometry against the eigenvalues of the assembled operator:
+    a stretched box with a held outer layer, a held block with surface links and an inert
+    cell; unit conductivity and heat capacity."""
+    from planner.thermal.solver import conduction_row_bound
+
+    rng = np.random.default_rng(5)
+    shape = (6, 5, 7)
+    coefficients = []
+    for n in shape[::-1]:
+        faces = np.concatenate([[0.0], np.cumsum(rng.uniform(0.5e-3, 1.0e-3, n))])
+        w, centres = np.diff(faces), 0.5 * (faces[1:] + faces[:-1])
+        d = np.diff(centres)
+        c_minus, c_plus = np.zeros(n), np.zeros(n)
+        c_minus[1:], c_plus[:-1] = 1.0 / (w[1:] * d), 1.0 / (w[:-1] * d)
+        share = np.full(n, 0.5)
+        share[:-1] = 0.5 * w[:-1] / d
+        coefficients.append((c_minus, c_plus, share))
+    n_tissues = 1
+    index = np.zeros(shape, dtype=np.uint8)
+    index[0], index[-1], index[:, 0], index[:, -1], index[:, :, 0], index[:, :, -1] = 1, 1, 1, 1, 1, 1
+    index[2:4, 2, 3] = 1  # a held block
+    index[3, 3, 2] = 2  # an inert cell
+    held_flat = np.flatnonzero(index.reshape(-1) == 1)
+    link_tissue = np.ravel_multi_index(([2, 3, 2], [3, 2, 1], [3, 3, 3]), shape)
+    link_held = np.ravel_multi_index(([2, 3, 2], [2, 2, 2], [3, 3, 3]), shape)
+    link_coefficient = np.array([coefficients[1][1][3 - 1], coefficients[1][0][2], coefficients[1][1][1]])
+    link_extra = np.array([2.5, 0.8, -0.4])
+    assert set(link_held) <= set(held_flat)
+
+    K = np.where(index == 2, 1e-9, 1.0)
+    free = np.flatnonzero(index.reshape(-1) == 0)
+    operator = np.zeros((free.size, free.size))
+    for column, cell in enumerate(free):
+        T = np.zeros(shape)
+        T.reshape(-1)[cell] = 1.0
+        rate = _reference_rate(T, K, np.zeros(shape), coefficients).reshape(-1)
+        for n in range(link_tissue.size):
+            rate[link_tissue[n]] += link_coefficient[n] * link_extra[n] * (T.reshape(-1)[link_held[n]] - T.reshape(-1)[link_tissue[n]])
+        operator[:, column] = -rate[free]
+    largest = np.max(np.real(np.linalg.eigvals(operator)))
+    bound = conduction_row_bound(coefficients, index, n_tissues, link_tissue, link_coefficient, link_extra)
+    assert largest <= bound * (1 + 1e-9)
+    assert largest >= 0.6 * bound
+    # the bound it replaced (every face and link counted twice) is looser
+    old = 2.0 * (sum(float(np.max(c[0] + c[1])) for c in coefficients) + link_coefficient[0] * link_extra[0])
+    assert bound < old
