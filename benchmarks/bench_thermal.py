@@ -46,6 +46,50 @@ def memory_bandwidth_gbs(size_mb: int = 512, repeats: int = 5) -> float:
     return 2 * source.nbytes / best / 1e9
 
 
+def kernel_seconds_per_cell_stage(shape, repeats: int = 20) -> float:
+    """Seconds per cell of one RKL2 stage's two kernel passes (temperature / conductivity, then
+    the stencil with the update) on one thread, for a random frozen-to-unfrozen state of ``shape``.
+
+    Run once on a block that fits in a core's L2 cache and once on a benchmark-sized grid: equal
+    figures mean the kernels are bound by arithmetic, not by memory traffic."""
+    import numba
+
+    from planner.thermal import kernels
+    from planner.thermal.solver import _Tables
+
+    tables = _Tables([PROPERTIES[MUSCLE]], 37.0, np.float32)
+    rng = np.random.default_rng(0)
+    H = tables.enthalpy(np.zeros(shape, np.uint8), rng.uniform(-80.0, 37.0, shape)).astype(np.float32)
+    tissue = np.zeros(shape, np.uint8)
+    T, K, P, Y2, out = (np.empty_like(H) for _ in range(5))
+    Y2[...] = H
+    L0 = np.zeros_like(H)
+    coefficients = []
+    for n in shape[::-1]:
+        c = np.full(n, 1.0 / 0.25e-3**2)
+        c_minus, c_plus = c.copy(), c.copy()
+        c_minus[0] = c_plus[-1] = 0.0
+        coefficients += [c_minus, c_plus, np.full(n, 0.5)]
+    table_args = (tables.solidus, tables.liquidus, tables.h_liquidus, tables.c_frozen, tables.c_unfrozen,
+                  tables.k_frozen, tables.k_unfrozen, tables.k_varies, tables.k_scale, tables.perfusion,
+                  tables.metabolic, 37.0)
+
+    def one_stage():
+        kernels.temperature_conductivity(H, tissue, *table_args, T, K, P)
+        kernels.stage(T, K, P, *coefficients, H, Y2, H, L0, out, 2, 1.9, -0.9, 1e-3, -1e-4)
+
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        one_stage()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            one_stage()
+        return (time.perf_counter() - start) / repeats / H.size
+    finally:
+        numba.set_num_threads(previous)
+
+
 def threads_used() -> int:
     import numba
 
@@ -164,12 +208,19 @@ def main(argv):
     bound = bandwidth * 1e9 / BYTES_PER_CELL_STAGE
     for row in rows:
         row["kernel_bound_per_s"] = bound
+    # 4 x 64 x 96 cells (five float32 arrays, ~0.6 MB) against the two-probe grid's size
+    in_cache = kernel_seconds_per_cell_stage((4, 64, 96))
+    in_memory = kernel_seconds_per_cell_stage((101, 73, 97))
     if "--json" in argv:
-        print(json.dumps({"memory_bandwidth_gbs": bandwidth, "cases": rows}, indent=1))
+        print(json.dumps({"memory_bandwidth_gbs": bandwidth, "kernel_ns_per_cell_stage_one_thread":
+                          {"in_cache": in_cache * 1e9, "in_memory": in_memory * 1e9}, "cases": rows}, indent=1))
         return
     print(f"load average {load_average():.1f} on {threads_used()} threads (other work on the machine slows every figure)")
     print(f"memory bandwidth (numpy copy, read + write): {bandwidth:.1f} GB/s; "
           f"bound for {BYTES_PER_CELL_STAGE} B/cell-stage: {bound / 1e9:.2f} G cell-stages/s")
+    print(f"kernels on one thread: {in_cache * 1e9:.2f} ns per cell-stage on a block in cache, "
+          f"{in_memory * 1e9:.2f} ns on a 715k-cell grid (near-equal figures: the kernels are bound by "
+          "arithmetic, and the bandwidth bound above is not what limits them)")
     for row in rows:
         print(f"{row['case']}: wall {row['wall_s']:.1f} s (solve {row['solve_s']:.1f} s), {row['grid']}, "
               f"{row['steps']} steps, up to {row['max_stages']} stages, "

@@ -185,7 +185,8 @@ def test_conduction_row_bound_bounds_the_largest_eigenvalue_and_is_tight():
         T.reshape(-1)[cell] = 1.0
         rate = _reference_rate(T, K, np.zeros(shape), coefficients).reshape(-1)
         for n in range(link_tissue.size):
-            rate[link_tissue[n]] += link_coefficient[n] * link_extra[n] * (T.reshape(-1)[link_held[n]] - T.reshape(-1)[link_tissue[n]])
+            flat = T.reshape(-1)
+            rate[link_tissue[n]] += link_coefficient[n] * link_extra[n] * (flat[link_held[n]] - flat[link_tissue[n]])
         operator[:, column] = -rate[free]
     largest = np.max(np.real(np.linalg.eigvals(operator)))
     bound = conduction_row_bound(coefficients, index, n_tissues, link_tissue, link_coefficient, link_extra)

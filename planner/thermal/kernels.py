@@ -244,7 +244,8 @@ def stage(T, K, P, cxm, cxp, ax, cym, cyp, ay, czm, czp, az,
                     # (0.06 degC on average over the two-probe benchmark); this rounds about once.
                     for x in range(nx):
                         y0 = y0row[x]
-                        rate[x] = y0 + (mu * (y1row[x] - y0) + nu * (y2row[x] - y0) + mut_dt * rate[x] + gt_dt * l0row[x])
+                        rate[x] = y0 + (mu * (y1row[x] - y0) + nu * (y2row[x] - y0)
+                                        + mut_dt * rate[x] + gt_dt * l0row[x])
                     for x in range(nx):
                         orow[x] = rate[x]
 

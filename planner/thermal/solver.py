@@ -4,8 +4,9 @@ This is the lower-level entry the validation tests use directly; :func:`planner.
 builds its inputs from probes and a protocol and calls the same :func:`solve`.
 
 Time stepping never takes an unstable step silently: the forward-Euler limit
-``dt_FE = 2 / lambda_max`` is bounded from the grid and the largest diffusivity that can
-occur (cold ice, ``k_f(T_min) / C_f``), and each step of length ``dt`` uses the
+``dt_FE = 2 / lambda_max`` is bounded from the grid (the largest Gershgorin row of each free
+cell's faces and surface links, :func:`conduction_row_bound`) and the largest diffusivity that
+can occur (cold ice, ``k_f(T_min) / C_f``), and each step of length ``dt`` uses the
 Runge-Kutta-Legendre (RKL2, Meyer, Balsara & Aslam 2014) scheme with enough stages
 ``s`` that ``dt <= dt_FE (s^2 + s - 2) / 4``. If the field gets colder than the
 temperature the bound assumed, the bound is recomputed for the following steps; a
