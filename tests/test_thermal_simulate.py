@@ -256,6 +256,18 @@ def test_fine_cells_line_the_probes_and_the_ice_zone_is_coarser_but_as_accurate(
     assert zoned.isotherm_extent_mm(0.0)["across"] == pytest.approx(uniform.isotherm_extent_mm(0.0)["across"], abs=0.3)
 
 
+def test_default_step_follows_the_ice_zone_cell_up_to_twice_the_finest():
+    """A coarser ice zone than the default does not lengthen the default step (longer steps
+    were measured to go wrong where fronts meet); a uniform one shortens it."""
+    probe = probe_along((0, 0, 1))
+    steps = (ProtocolStep("freeze", 600.0),)
+    plans = {middle: run([probe], steps, spacing_mm=0.25, middle_spacing_mm=middle, count_only=True)
+             for middle in (None, 0.25, 1.0)}
+    assert plans[1.0].dt == pytest.approx(plans[None].dt, rel=1e-9)
+    assert plans[0.25].dt == pytest.approx(plans[None].dt / 4.0, rel=0.01)  # steps land on the phase end
+    assert plans[1.0].grid.size < plans[None].grid.size
+
+
 def test_euler_and_rkl2_agree(single_z):
     """The super-time-stepping scheme against plain forward Euler on the same problem."""
     euler = run([probe_along((0, 0, 1))], orientation="world", method="euler")
