@@ -208,7 +208,7 @@ def main(argv):
     bound = bandwidth * 1e9 / BYTES_PER_CELL_STAGE
     for row in rows:
         row["kernel_bound_per_s"] = bound
-    # 4 x 64 x 96 cells (five float32 arrays, ~0.6 MB) against the two-probe grid's size
+    # 4 x 64 x 96 cells (seven float32 arrays and the tissue index, ~0.7 MB) against the two-probe grid's size
     in_cache = kernel_seconds_per_cell_stage((4, 64, 96))
     in_memory = kernel_seconds_per_cell_stage((101, 73, 97))
     if "--json" in argv:

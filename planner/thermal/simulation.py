@@ -23,6 +23,10 @@ from planner.volume import Volume
 MAX_BOX_MM = 160.0
 STRETCH_RATIO = 1.5  # growth of the cells beyond the ice zone
 MIDDLE_RATIO = 1.25  # growth from the near-probe spacing to the ice-zone spacing
+# Ice-zone cell in near-probe cells: the default, and the largest the default time step follows
+# (validated up to it: 2 s vs 4 s steps on the argon benchmark 0.19 degC; 8 s: 13 degC where
+# three fronts meet).
+MIDDLE_CELLS = 2.0
 CORE_FACTOR = 1.15  # ice zone: this times the single-probe 0 degC radius (neighbours add ice)
 OUTER_FACTOR = 1.3  # box: this times the single-probe radius cooled by 1 degC
 # Near-probe zone: the finest cells out to this many probe radii (at least NEAR_MIN_MM) from
@@ -230,7 +234,7 @@ def simulate(
     # ---------------------------------------------------------------- sizing
     thinnest = min(p.diameter_mm for p in probes)
     h = spacing_mm if spacing_mm is not None else float(np.clip(thinnest / 4.0, 0.2, 0.5))
-    h_middle = 2.0 * h if middle_spacing_mm is None else float(middle_spacing_mm)
+    h_middle = MIDDLE_CELLS * h if middle_spacing_mm is None else float(middle_spacing_mm)
     if not (h_middle >= h and math.isfinite(h_middle)):
         raise InputError(f"middle_spacing_mm must be at least the spacing ({h:g} mm), got {middle_spacing_mm!r}")
     present = list(properties.values())
@@ -379,10 +383,7 @@ def simulate(
         thresholds=thresholds,
         method=method,
         max_step=max_step,
-        # the default step was validated for ice-zone cells up to twice the finest (2 s steps
-        # vs 4 s on the argon benchmark: 0.19 degC; 8 s: 13 degC where three fronts meet), so a
-        # coarser ice zone does not lengthen it
-        step_spacing_mm=min(h_middle, 2.0 * h),
+        step_spacing_mm=min(h_middle, MIDDLE_CELLS * h),  # a coarser ice zone does not lengthen it
         dtype=dtype,
         threads=threads,
         count_only=count_only,

@@ -455,6 +455,11 @@ def _solve(grid, tissue_index, tissues, phases, *, initial_temperature, arterial
                                          tables.k_varies, tables.k_scale, tables.perfusion, tables.metabolic,
                                          arterial, T, K, P)
 
+    def fill_shafts():
+        # inert (shaft) cells pass no heat: their temperature is for display and the field's bounds
+        if inert_cells.size:
+            kernels.fill_inert(T.reshape(-1), inert_cells, inert_neighbours)
+
     # ---------------------------------------------------------------- trackers
     min_temperature = np.full(shape, np.inf, dtype=np.float32)
     time_below = np.zeros((thresholds.size,) + shape, dtype=np.float32)
@@ -470,8 +475,7 @@ def _solve(grid, tissue_index, tissues, phases, *, initial_temperature, arterial
     property_index = _property_index(index_now, tables.n)
     update_tk(H)
     T_report = T
-    if inert_cells.size:
-        kernels.fill_inert(T.reshape(-1), inert_cells, inert_neighbours)
+    fill_shafts()
     kernels.track(T, wx, wy, wz, thresholds, 0.0, min_temperature, time_below, volumes)
     history_t.append(0.0)
     history_v.append(volumes * 1e-3)
@@ -586,8 +590,7 @@ def _solve(grid, tissue_index, tissues, phases, *, initial_temperature, arterial
         kernels.set_held(H.reshape(-1), held_cells, held_tissue, held_group, group_target, group_tau, group_start,
                          0.0, tables.solidus, tables.liquidus, tables.h_liquidus, tables.c_frozen, tables.c_unfrozen)
         update_tk(H)
-        if inert_cells.size:
-            kernels.fill_inert(T.reshape(-1), inert_cells, inert_neighbours)
+        fill_shafts()
         field_bounds = None  # (min, max) degC of T, worked out when first needed
         for mark in marks:
             while t_now < mark - 1e-9 * max(1.0, mark):
@@ -633,10 +636,7 @@ def _solve(grid, tissue_index, tissues, phases, *, initial_temperature, arterial
                     dt, *coefficients,
                 )
                 stage_updates += stages * grid.size
-                if inert_cells.size:
-                    # for display only (no heat crosses their faces), and before the bounds, which
-                    # then span the free cells; the next step starts from these bounds
-                    kernels.fill_inert(T.reshape(-1), inert_cells, inert_neighbours)
+                fill_shafts()  # before the bounds, which then span the free cells; the next step starts from them
                 lo, hi, finite = kernels.min_max_finite(T)
                 if H_before is not None and stages > 2:
                     # maximum principle: retry the step shorter if it went past the bounds
