@@ -11,9 +11,10 @@ the kernel's memory traffic. No asserts: figures for the record.
 
     .venv/bin/python benchmarks/bench_thermal.py [a|b|all] [--seconds=S] [--core-margin=MM] [--threads=N] [--json]
 
-``--seconds=S`` runs only the first S seconds of each protocol and projects the full solve
-from the measured rate and the planned work (the step plan is computed exactly, without
-solving); ``--core-margin=MM`` overrides the fine core's margin around the probes.
+``--seconds=S`` runs only the first S seconds of each protocol, on the grid of the whole
+protocol, and projects the full solve from the measured rate and the planned work (the step
+plan is computed exactly, without solving); ``--core-margin=MM`` overrides the fine core's
+margin around the probes.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 
 from planner.labels import Tissue
 from planner.thermal import PlacedProbe, ProbeBoundary, ProtocolStep, generic_soft_tissue, simulate
+from planner.thermal.simulation import default_margins
 
 MUSCLE = int(Tissue.MUSCLE)
 PROPERTIES = {MUSCLE: generic_soft_tissue(perfusion=0.0005, name="muscle (generic soft tissue)")}
@@ -142,6 +144,9 @@ def run_case(name, builder, *, seconds=None, **options):
                        **options)
     full_updates = planned.history["stage_updates"]
     if seconds is not None:
+        # the grid of the whole protocol, not the (smaller) one a shortened protocol would get
+        core, outer = default_margins(probes, protocol, PROPERTIES, spacing)
+        options = {"core_margin_mm": core, "outer_margin_mm": outer, **options}
         protocol = truncate(protocol, seconds)
     # warm the numba cache outside the timing
     simulate(probes[:1], [ProtocolStep("freeze", 1.0)], tissue=MUSCLE, properties=PROPERTIES, spacing_mm=1.0,
@@ -168,6 +173,7 @@ def run_case(name, builder, *, seconds=None, **options):
         "simulated_s": sum(step.duration for step in protocol),
         "full_protocol_cell_stage_updates": full_updates,
         "full_protocol_steps": planned.steps,
+        "full_protocol_cells": planned.grid.size,
         "projected_full_solve_s": full_updates / rate,
         "wall_s": wall,
         "cpu_s": cpu,

@@ -19,6 +19,7 @@ from planner.thermal import (
     simulate,
 )
 from planner.thermal.grid import ThermalGrid
+from planner.thermal.simulation import default_margins
 from planner.thermal.solver import Phase, solve
 from planner.volume import Volume, affine_from_geometry
 
@@ -266,6 +267,23 @@ def test_default_step_follows_the_ice_zone_cell_up_to_twice_the_finest():
     assert plans[1.0].dt == pytest.approx(plans[None].dt, rel=1e-9)
     assert plans[0.25].dt == pytest.approx(plans[None].dt / 4.0, rel=0.01)  # steps land on the phase end
     assert plans[1.0].grid.size < plans[None].grid.size
+
+
+def test_default_margins_are_those_simulate_uses_and_keep_a_cut_short_run_on_the_whole_grid():
+    """A benchmark that solves only the start of a protocol passes the whole protocol's margins
+    and gets the whole protocol's grid, not the smaller one its own duration would size."""
+    probe = probe_along((0, 0, 1))
+    whole = [ProtocolStep("freeze", 120.0), ProtocolStep("passive_thaw", 60.0), ProtocolStep("freeze", 120.0)]
+    start = [ProtocolStep("freeze", 10.0)]
+    settings = dict(tissue=MUSCLE, properties=PROPERTIES, spacing_mm=0.5, count_only=True)
+    planned = simulate([probe], whole, **settings)
+    core, outer = default_margins([probe], whole, PROPERTIES, 0.5)
+    assert simulate([probe], whole, core_margin_mm=core, outer_margin_mm=outer, **settings).grid.shape == planned.grid.shape
+    cut_short = simulate([probe], start, core_margin_mm=core, outer_margin_mm=outer, **settings)
+    assert cut_short.grid.shape == planned.grid.shape
+    assert simulate([probe], start, **settings).grid.size < planned.grid.size
+    # the closed-form bounds are looser than the radial solve
+    assert default_margins([probe], whole, PROPERTIES, 0.5, sizing="bounds")[0] > core
 
 
 def test_euler_and_rkl2_agree(single_z):

@@ -91,6 +91,36 @@ def _coldest(probes: Sequence[PlacedProbe], protocol: Sequence[ProtocolStep], bo
     return coldest
 
 
+def default_margins(probes: Sequence[PlacedProbe], protocol: Sequence[ProtocolStep],
+                    properties: Mapping[int, TissueProperties], spacing_mm: float, *,
+                    body_temperature: float = 37.0, sizing: str = "radial") -> tuple[float, float]:
+    """``(core_margin_mm, outer_margin_mm)`` that :func:`simulate` uses by default: the ice zone
+    around the probes' active segments and the stretched zone beyond it (see its docstring).
+
+    A caller that solves only part of a protocol on the grid of the whole (a benchmark run
+    cut short) passes these, found for the whole protocol, to :func:`simulate`."""
+    h = float(spacing_mm)
+    present = list(properties.values())
+    if sizing == "radial":
+        reach = _radial_reach_all(probes, protocol, present, body_temperature)
+        ice_reach, cooled_reach = float(reach[0]), float(reach[1])
+        core = CORE_FACTOR * ice_reach + 2 * h
+        return core, max(OUTER_FACTOR * cooled_reach - core, 4 * h)
+    # Bounds that need no solve: the frozen diffusion length bounds the ice radius;
+    # three unfrozen diffusion lengths (or one perfusion length) the cooled zone.
+    coldest = _coldest(probes, protocol, body_temperature)
+    alpha_f = max(float(t.frozen_conductivity_at(min(coldest, t.solidus))) / t.heat_capacity_frozen for t in present)
+    alpha_u = max(t.conductivity_unfrozen / t.heat_capacity_unfrozen for t in present)
+    t_freeze = sum(s.duration for s in protocol if s.kind == "freeze")
+    core = min(40.0, 1e3 * math.sqrt(alpha_f * t_freeze)) + 2 * h
+    perfusion_lengths = [
+        1e3 * math.sqrt(t.conductivity_unfrozen / t.perfusion_coefficient)
+        for t in present if t.perfusion_coefficient > 0
+    ]
+    diffusion = 3e3 * math.sqrt(alpha_u * protocol_duration(protocol))
+    return core, max([diffusion] + perfusion_lengths[:1])
+
+
 def simulate(
     probes: Sequence[PlacedProbe],
     protocol: Sequence[ProtocolStep],
@@ -237,28 +267,9 @@ def simulate(
     h_middle = MIDDLE_CELLS * h if middle_spacing_mm is None else float(middle_spacing_mm)
     if not (h_middle >= h and math.isfinite(h_middle)):
         raise InputError(f"middle_spacing_mm must be at least the spacing ({h:g} mm), got {middle_spacing_mm!r}")
-    present = list(properties.values())
-    coldest = _coldest(probes, protocol, body_temperature)
-    alpha_f = max(float(t.frozen_conductivity_at(min(coldest, t.solidus))) / t.heat_capacity_frozen for t in present)
-    alpha_u = max(t.conductivity_unfrozen / t.heat_capacity_unfrozen for t in present)
-    t_total = protocol_duration(protocol)
-    t_freeze = sum(s.duration for s in protocol if s.kind == "freeze")
     if core_margin_mm is None or outer_margin_mm is None:
-        if sizing == "radial":
-            reach = _radial_reach_all(probes, protocol, present, body_temperature)
-            ice_reach, cooled_reach = float(reach[0]), float(reach[1])
-            wanted_core = CORE_FACTOR * ice_reach + 2 * h
-            wanted_outer = max(OUTER_FACTOR * cooled_reach - wanted_core, 4 * h)
-        else:
-            # Bounds that need no solve: the frozen diffusion length bounds the ice radius;
-            # three unfrozen diffusion lengths (or one perfusion length) the cooled zone.
-            wanted_core = min(40.0, 1e3 * math.sqrt(alpha_f * t_freeze)) + 2 * h
-            perfusion_lengths = [
-                1e3 * math.sqrt(t.conductivity_unfrozen / t.perfusion_coefficient)
-                for t in present if t.perfusion_coefficient > 0
-            ]
-            diffusion = 3e3 * math.sqrt(alpha_u * t_total)
-            wanted_outer = max([diffusion] + perfusion_lengths[:1])
+        wanted_core, wanted_outer = default_margins(probes, protocol, properties, h, body_temperature=body_temperature,
+                                                    sizing=sizing)
         core_margin_mm = wanted_core if core_margin_mm is None else core_margin_mm
         outer_margin_mm = wanted_outer if outer_margin_mm is None else outer_margin_mm
 
@@ -409,4 +420,4 @@ def _resample_labels(labels: Volume, grid: ThermalGrid, *, fill_label: int | Non
     return values.reshape(grid.shape)
 
 
-__all__ = ["simulate", "HEAT_FLUX_COLDEST"]
+__all__ = ["simulate", "default_margins", "HEAT_FLUX_COLDEST"]
