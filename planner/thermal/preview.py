@@ -602,15 +602,22 @@ def _bilinear(table, step, z0, dx, dy, dz, ax, ay, az, outside):
     return low + tz * (high - low)
 
 
+@numba.njit(cache=True, inline="always")
+def _row_start(origin, steps, tip, j, k):
+    """Offset (mm) from the probe tip of voxel (i = 0, j, k) of a lattice with voxel ``steps``
+    (3, 3: columns i, j, k) from ``origin``."""
+    return (origin[0] + j * steps[0, 1] + k * steps[0, 2] - tip[0],
+            origin[1] + j * steps[1, 1] + k * steps[1, 2] - tip[1],
+            origin[2] + j * steps[2, 1] + k * steps[2, 2] - tip[2])
+
+
 @numba.njit(cache=True, fastmath=True)
 def _lattice_min(out, k0, k1, j0, j1, i0, i1, origin, steps, tip, axis, table, step, z0):
     """out[k, j, i] = min(out, table at the voxel centre origin + i ex + j ey + k ez) over the sub-box."""
     ax, ay, az = axis[0], axis[1], axis[2]
     for k in range(k0, k1):
         for j in range(j0, j1):
-            bx = origin[0] + j * steps[0, 1] + k * steps[0, 2] - tip[0]
-            by = origin[1] + j * steps[1, 1] + k * steps[1, 2] - tip[1]
-            bz = origin[2] + j * steps[2, 1] + k * steps[2, 2] - tip[2]
+            bx, by, bz = _row_start(origin, steps, tip, j, k)
             for i in range(i0, i1):
                 value = _bilinear(table, step, z0, bx + i * steps[0, 0], by + i * steps[1, 0],
                                   bz + i * steps[2, 0], ax, ay, az, np.inf)
@@ -625,9 +632,7 @@ def _lattice_sum(total, largest, owner, index, k0, k1, j0, j1, i0, i1, origin, s
     ax, ay, az = axis[0], axis[1], axis[2]
     for k in range(k0, k1):
         for j in range(j0, j1):
-            bx = origin[0] + j * steps[0, 1] + k * steps[0, 2] - tip[0]
-            by = origin[1] + j * steps[1, 1] + k * steps[1, 2] - tip[1]
-            bz = origin[2] + j * steps[2, 1] + k * steps[2, 2] - tip[2]
+            bx, by, bz = _row_start(origin, steps, tip, j, k)
             for i in range(i0, i1):
                 value = _bilinear(table, step, z0, bx + i * steps[0, 0], by + i * steps[1, 0],
                                   bz + i * steps[2, 0], ax, ay, az, 0.0)
@@ -643,9 +648,7 @@ def _lattice_add(total, k0, k1, j0, j1, i0, i1, origin, steps, tip, axis, table,
     ax, ay, az = axis[0], axis[1], axis[2]
     for k in range(k0, k1):
         for j in range(j0, j1):
-            bx = origin[0] + j * steps[0, 1] + k * steps[0, 2] - tip[0]
-            by = origin[1] + j * steps[1, 1] + k * steps[1, 2] - tip[1]
-            bz = origin[2] + j * steps[2, 1] + k * steps[2, 2] - tip[2]
+            bx, by, bz = _row_start(origin, steps, tip, j, k)
             for i in range(i0, i1):
                 total[k, j, i] += _bilinear(table, step, z0, bx + i * steps[0, 0], by + i * steps[1, 0],
                                             bz + i * steps[2, 0], ax, ay, az, 0.0)
