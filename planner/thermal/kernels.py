@@ -9,6 +9,10 @@ which keeps the stencil's inner loop free of table lookups so that it vectorises
 
 Outer faces of the box are zero-flux (no flux is computed through them);
 a body-temperature outer boundary is made by holding the outermost cell layer.
+
+A nested grid (:class:`planner.thermal.grid.NestedGrid`) is solved as flat arrays, level
+after level: the stencil runs on each level's view, the cells a finer level covers are
+inert, and :func:`add_interface_fluxes` carries the heat between levels.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ KELVIN = 273.15
 # k_f(T) = k_f0 * 273.15 / T[K] diverges at absolute zero; no cryogen gets near this.
 COLDEST_FOR_CONDUCTIVITY = -250.0
 # z slabs the stencil kernel shares among threads (at most this many threads help it).
-SLABS = 16
+SLABS = 8
 
 
 @njit(cache=True, inline="always")
@@ -250,13 +254,6 @@ def stage(T, K, P, cxm, cxp, ax, cym, cyp, ay, czm, czp, az,
                         orow[x] = rate[x]
 
 
-@njit(parallel=True, cache=True)
-def copy(source, target):
-    """``target[...] = source`` for (nz, ny, nx) arrays, plane by plane on the numba threads."""
-    for z in prange(source.shape[0]):
-        target[z] = source[z]
-
-
 @njit(cache=True)
 def add_links(T, K, link_tissue, link_held, link_coefficient, link_extra, factor, out):
     """Surface-link corrections: ``out[N] += factor * c (scale - 1) k_face (T_P - T_N)``
@@ -407,69 +404,214 @@ def restore(H_flat, cells, values):
         H_flat[cells[n]] = values[n]
 
 
+@njit(cache=True, inline="always")
+def _flow(k_child, t_child, k_parent, t_parent, share):
+    """Series conductivity of a child-parent link times the temperature step (W/m/K * K)."""
+    return k_child * k_parent / (share * k_parent + (1.0 - share) * k_child) * (t_parent - t_child)
+
+
+@njit(parallel=True, fastmath=True, error_model="numpy", cache=True)
+def _interface_parents(Tc, Kc, Tp, Kp, Op, box, c_parent, share):
+    """The parents' side of one level boundary: each parent cell beside the child box loses
+    the flow into its four children (one thread per row of parents: no two write a cell)."""
+    x0, x1, y0, y1, z0, z1 = box[0], box[1], box[2], box[3], box[4], box[5]
+    nxp, nyp, nzp = x1 - x0, y1 - y0, z1 - z0
+    for item in prange(4 * nzp + 2 * nyp):
+        if item < 2 * nzp:  # x faces: a row of parents along y
+            pz = z0 + item % nzp
+            px, cx = (x0 - 1, 0) if item < nzp else (x1, 2 * nxp - 1)
+            for py in range(y0, y1):
+                total = 0.0
+                for a in range(2):
+                    for b in range(2):
+                        cz, cy = 2 * (pz - z0) + a, 2 * (py - y0) + b
+                        total += _flow(Kc[cz, cy, cx], Tc[cz, cy, cx], Kp[pz, py, px], Tp[pz, py, px], share)
+                Op[pz, py, px] -= c_parent * total
+        elif item < 4 * nzp:  # y faces: a row of parents along x
+            pz = z0 + (item - 2 * nzp) % nzp
+            py, cy = (y0 - 1, 0) if item - 2 * nzp < nzp else (y1, 2 * nyp - 1)
+            for px in range(x0, x1):
+                total = 0.0
+                for a in range(2):
+                    for b in range(2):
+                        cz, cx = 2 * (pz - z0) + a, 2 * (px - x0) + b
+                        total += _flow(Kc[cz, cy, cx], Tc[cz, cy, cx], Kp[pz, py, px], Tp[pz, py, px], share)
+                Op[pz, py, px] -= c_parent * total
+        else:  # z faces: a row of parents along x
+            py = y0 + (item - 4 * nzp) % nyp
+            pz, cz = (z0 - 1, 0) if item - 4 * nzp < nyp else (z1, 2 * nzp - 1)
+            for px in range(x0, x1):
+                total = 0.0
+                for a in range(2):
+                    for b in range(2):
+                        cy, cx = 2 * (py - y0) + a, 2 * (px - x0) + b
+                        total += _flow(Kc[cz, cy, cx], Tc[cz, cy, cx], Kp[pz, py, px], Tp[pz, py, px], share)
+                Op[pz, py, px] -= c_parent * total
+
+
+@njit(parallel=True, fastmath=True, error_model="numpy", cache=True)
+def _interface_children(Tc, Kc, Oc, Tp, Kp, box, c_child, share):
+    """The children's side of one level boundary: each child cell on the box gains the flow
+    from the parent beside it (one thread per plane of children: no two write a cell)."""
+    x0, x1, y0, y1, z0, z1 = box[0], box[1], box[2], box[3], box[4], box[5]
+    nz, ny, nx = Tc.shape
+    for cz in prange(nz):
+        pz = z0 + cz // 2
+        for cy in range(ny):
+            py = y0 + cy // 2
+            Oc[cz, cy, 0] += c_child * _flow(Kc[cz, cy, 0], Tc[cz, cy, 0], Kp[pz, py, x0 - 1], Tp[pz, py, x0 - 1], share)
+            Oc[cz, cy, nx - 1] += c_child * _flow(Kc[cz, cy, nx - 1], Tc[cz, cy, nx - 1], Kp[pz, py, x1], Tp[pz, py, x1],
+                                                  share)
+        for cx in range(nx):
+            px = x0 + cx // 2
+            Oc[cz, 0, cx] += c_child * _flow(Kc[cz, 0, cx], Tc[cz, 0, cx], Kp[pz, y0 - 1, px], Tp[pz, y0 - 1, px], share)
+            Oc[cz, ny - 1, cx] += c_child * _flow(Kc[cz, ny - 1, cx], Tc[cz, ny - 1, cx], Kp[pz, y1, px], Tp[pz, y1, px],
+                                                  share)
+        if cz == 0 or cz == nz - 1:
+            pz = z0 - 1 if cz == 0 else z1
+            for cy in range(ny):
+                py = y0 + cy // 2
+                for cx in range(nx):
+                    px = x0 + cx // 2
+                    Oc[cz, cy, cx] += c_child * _flow(Kc[cz, cy, cx], Tc[cz, cy, cx], Kp[pz, py, px], Tp[pz, py, px],
+                                                      share)
+
+
 @njit(cache=True)
-def rkl2_step(H, T, K, P, L0, A, B, tissue, solidus, liquidus, h_liquidus, c_frozen, c_unfrozen,
+def add_interface_fluxes(T, K, levels, boxes, child_spacing, factor, out):
+    """Heat across the boundaries of a nested grid's levels, on flat fields (see
+    :meth:`planner.thermal.grid.NestedGrid.interface_links`, which lists the same links).
+
+    ``boxes[l]`` = ``(x0, x1, y0, y1, z0, z1)``: the cells of level ``l - 1`` that level ``l``
+    covers (row 0 unused); ``child_spacing[l]`` level ``l``'s cell (m). Each boundary cell of
+    level ``l`` links to the parent cell beside it, across centres ``d = 1.5 h`` apart (the
+    parent cells there are ``2 h`` wide): ``out[child] += factor k_face (T_p - T_c) / (h d)``,
+    and the parent loses the same heat per its volume, ``h^2 / (d 8 h^3)``. Conservative.
+    """
+    real = out.dtype.type
+    share = real(1.0 / 3.0)
+    for number in range(1, levels.shape[0]):
+        h = child_spacing[number]
+        c_child = real(factor / (1.5 * h * h))
+        c_parent = real(factor / (12.0 * h * h))
+        Tc, Kc, Oc = _view(T, levels, number), _view(K, levels, number), _view(out, levels, number)
+        Tp, Kp, Op = _view(T, levels, number - 1), _view(K, levels, number - 1), _view(out, levels, number - 1)
+        # parents first, then children: a cell can be both (a level's edge cell beside a finer box)
+        _interface_parents(Tc, Kc, Tp, Kp, Op, boxes[number], c_parent, share)
+        _interface_children(Tc, Kc, Oc, Tp, Kp, boxes[number], c_child, share)
+
+
+@njit(cache=True)
+def _view(flat, levels, number):
+    """Level ``number``'s (nz, ny, nx) view of a flat nested-grid field (``levels`` rows:
+    offset, nz, ny, nx)."""
+    start = levels[number, 0]
+    shape = (levels[number, 1], levels[number, 2], levels[number, 3])
+    return flat[start:start + shape[0] * shape[1] * shape[2]].reshape(shape)
+
+
+# Row length of a flat field seen as rows by :func:`state_flat` (long rows vectorise well;
+# enough of them to share among threads).
+STATE_ROW = 512
+
+
+@njit(cache=True)
+def state_flat(H, tissue, solidus, liquidus, h_liquidus, c_frozen, c_unfrozen,
+               k_frozen, k_unfrozen, k_varies, k_scale, perfusion, metabolic, arterial, T, K, P):
+    """:func:`temperature_conductivity` on flat fields (any grid: it works cell by cell), as rows of
+    ``STATE_ROW`` cells and a shorter last one; one parallel pass over all levels of a nested grid
+    instead of one per level, on rows longer than most levels' (a quarter faster)."""
+    n = H.size
+    full = n // STATE_ROW * STATE_ROW
+    parts = ((0, full, full // STATE_ROW, STATE_ROW), (full, n, 1, n - full))
+    for start, stop, rows, length in parts:
+        if stop > start:
+            shape = (1, rows, length)
+            temperature_conductivity(H[start:stop].reshape(shape), tissue[start:stop].reshape(shape), solidus,
+                                     liquidus, h_liquidus, c_frozen, c_unfrozen, k_frozen, k_unfrozen, k_varies,
+                                     k_scale, perfusion, metabolic, arterial, T[start:stop].reshape(shape),
+                                     K[start:stop].reshape(shape), P[start:stop].reshape(shape))
+
+
+@njit(cache=True)
+def stage_levels(T, K, P, levels, axis_start, cxm, cxp, ax, cym, cyp, ay, czm, czp, az,
+                 Y1, Y2, Y0, L0, out, mode, mu, nu, mut_dt, gt_dt):
+    """:func:`stage` on every level of flat nested-grid fields; the axis coefficients of all
+    levels are concatenated, level ``l``'s x ones starting at ``axis_start[l, 0]`` (y: 1, z: 2)."""
+    for number in range(levels.shape[0]):
+        nz, ny, nx = levels[number, 1], levels[number, 2], levels[number, 3]
+        x0, y0, z0 = axis_start[number, 0], axis_start[number, 1], axis_start[number, 2]
+        stage(_view(T, levels, number), _view(K, levels, number), _view(P, levels, number),
+              cxm[x0:x0 + nx], cxp[x0:x0 + nx], ax[x0:x0 + nx], cym[y0:y0 + ny], cyp[y0:y0 + ny], ay[y0:y0 + ny],
+              czm[z0:z0 + nz], czp[z0:z0 + nz], az[z0:z0 + nz],
+              _view(Y1, levels, number), _view(Y2, levels, number), _view(Y0, levels, number),
+              _view(L0, levels, number), _view(out, levels, number), mode, mu, nu, mut_dt, gt_dt)
+
+
+@njit(cache=True)
+def rkl2_step(H, T, K, P, L0, A, B, tissue, levels, axis_start,
+              solidus, liquidus, h_liquidus, c_frozen, c_unfrozen,
               k_frozen, k_unfrozen, k_varies, k_scale, perfusion, metabolic, arterial,
               cxm, cxp, ax, cym, cyp, ay, czm, czp, az,
               fixed_cells, fixed_values,
               held_cells, held_tissue, held_group, group_target, group_tau, group_start, elapsed0,
               link_tissue, link_held, link_coefficient, link_extra,
+              boxes, child_spacing,
               src_cells, src_q, src_g, src_reference,
               dt, mu, nu, mut, gt, c):
     """One RKL2 step of ``dt`` s with ``mu.size - 1`` stages (1: forward Euler), in place on ``H``.
 
-    ``T``/``K``/``P`` must hold the state's temperature, conductivity and unfrozen-only source
-    on entry; they hold the new state's on return. ``A``, ``B``, ``L0`` are scratch arrays.
-    After every stage the fixed cells (held outer layer, inert shaft) get back their
-    enthalpy and the held boundary cells their prescribed one.
+    All fields are flat nested-grid arrays (one level: the grid in C order); ``levels`` and
+    ``axis_start`` place the levels in them (see :func:`stage_levels`). ``T``/``K``/``P`` must
+    hold the state's temperature, conductivity and unfrozen-only source on entry; they hold
+    the new state's on return. ``A``, ``B``, ``L0`` are scratch arrays. After every stage the
+    fixed cells (held outer layer, inert shaft, covered cells) get back their enthalpy and
+    the held boundary cells their prescribed one.
     """
     stages = mu.size - 1
-    Hf = H.reshape(-1)
-    Tf = T.reshape(-1)
-    Kf = K.reshape(-1)
     if stages == 1:
-        stage(T, K, P, cxm, cxp, ax, cym, cyp, ay, czm, czp, az, H, H, H, L0, A, 1, 0.0, 0.0, dt, 0.0)
-        Af = A.reshape(-1)
-        add_links(Tf, Kf, link_tissue, link_held, link_coefficient, link_extra, dt, Af)
-        add_sources(Tf, src_cells, src_q, src_g, src_reference, dt, Af)
-        restore(Af, fixed_cells, fixed_values)
-        set_held(Af, held_cells, held_tissue, held_group, group_target, group_tau, group_start, elapsed0 + dt,
+        stage_levels(T, K, P, levels, axis_start, cxm, cxp, ax, cym, cyp, ay, czm, czp, az, H, H, H, L0, A,
+                     1, 0.0, 0.0, dt, 0.0)
+        add_links(T, K, link_tissue, link_held, link_coefficient, link_extra, dt, A)
+        add_interface_fluxes(T, K, levels, boxes, child_spacing, dt, A)
+        add_sources(T, src_cells, src_q, src_g, src_reference, dt, A)
+        restore(A, fixed_cells, fixed_values)
+        set_held(A, held_cells, held_tissue, held_group, group_target, group_tau, group_start, elapsed0 + dt,
                  solidus, liquidus, h_liquidus, c_frozen, c_unfrozen)
-        Hf[:] = Af
-        temperature_conductivity(H, tissue, solidus, liquidus, h_liquidus, c_frozen, c_unfrozen,
-                                 k_frozen, k_unfrozen, k_varies, k_scale, perfusion, metabolic, arterial, T, K, P)
+        H[:] = A
+        state_flat(H, tissue, solidus, liquidus, h_liquidus, c_frozen, c_unfrozen,
+                     k_frozen, k_unfrozen, k_varies, k_scale, perfusion, metabolic, arterial, T, K, P)
         return
     # L0 = L(Y0) and Y1 = Y0 + mut1 dt L0 in one pass, then the sparse terms on both
     factor = mut[1] * dt
-    stage(T, K, P, cxm, cxp, ax, cym, cyp, ay, czm, czp, az, H, A, H, L0, L0, 3, 0.0, 0.0, factor, 0.0)
-    L0f = L0.reshape(-1)
-    Af = A.reshape(-1)
-    add_links(Tf, Kf, link_tissue, link_held, link_coefficient, link_extra, 1.0, L0f)
-    add_sources(Tf, src_cells, src_q, src_g, src_reference, 1.0, L0f)
-    add_links(Tf, Kf, link_tissue, link_held, link_coefficient, link_extra, factor, Af)
-    add_sources(Tf, src_cells, src_q, src_g, src_reference, factor, Af)
-    restore(Af, fixed_cells, fixed_values)
-    set_held(Af, held_cells, held_tissue, held_group, group_target, group_tau, group_start, elapsed0 + c[1] * dt,
+    stage_levels(T, K, P, levels, axis_start, cxm, cxp, ax, cym, cyp, ay, czm, czp, az, H, A, H, L0, L0,
+                 3, 0.0, 0.0, factor, 0.0)
+    for weight, target in ((1.0, L0), (factor, A)):
+        add_links(T, K, link_tissue, link_held, link_coefficient, link_extra, weight, target)
+        add_interface_fluxes(T, K, levels, boxes, child_spacing, weight, target)
+        add_sources(T, src_cells, src_q, src_g, src_reference, weight, target)
+    restore(A, fixed_cells, fixed_values)
+    set_held(A, held_cells, held_tissue, held_group, group_target, group_tau, group_start, elapsed0 + c[1] * dt,
              solidus, liquidus, h_liquidus, c_frozen, c_unfrozen)
     previous = A
     before = H
     for j in range(2, stages + 1):
-        temperature_conductivity(previous, tissue, solidus, liquidus, h_liquidus, c_frozen, c_unfrozen,
-                                 k_frozen, k_unfrozen, k_varies, k_scale, perfusion, metabolic, arterial, T, K, P)
+        state_flat(previous, tissue, solidus, liquidus, h_liquidus, c_frozen, c_unfrozen,
+                     k_frozen, k_unfrozen, k_varies, k_scale, perfusion, metabolic, arterial, T, K, P)
         if j == 2:
             out = B
         else:
             out = before
-        stage(T, K, P, cxm, cxp, ax, cym, cyp, ay, czm, czp, az, previous, before, H, L0, out, 2,
-              mu[j], nu[j], mut[j] * dt, gt[j] * dt)
-        outf = out.reshape(-1)
-        add_links(Tf, Kf, link_tissue, link_held, link_coefficient, link_extra, mut[j] * dt, outf)
-        add_sources(Tf, src_cells, src_q, src_g, src_reference, mut[j] * dt, outf)
-        restore(outf, fixed_cells, fixed_values)
-        set_held(outf, held_cells, held_tissue, held_group, group_target, group_tau, group_start,
+        stage_levels(T, K, P, levels, axis_start, cxm, cxp, ax, cym, cyp, ay, czm, czp, az, previous, before, H,
+                     L0, out, 2, mu[j], nu[j], mut[j] * dt, gt[j] * dt)
+        add_links(T, K, link_tissue, link_held, link_coefficient, link_extra, mut[j] * dt, out)
+        add_interface_fluxes(T, K, levels, boxes, child_spacing, mut[j] * dt, out)
+        add_sources(T, src_cells, src_q, src_g, src_reference, mut[j] * dt, out)
+        restore(out, fixed_cells, fixed_values)
+        set_held(out, held_cells, held_tissue, held_group, group_target, group_tau, group_start,
                  elapsed0 + c[j] * dt, solidus, liquidus, h_liquidus, c_frozen, c_unfrozen)
         before = previous
         previous = out
-    copy(previous, H)
-    temperature_conductivity(H, tissue, solidus, liquidus, h_liquidus, c_frozen, c_unfrozen,
-                             k_frozen, k_unfrozen, k_varies, k_scale, perfusion, metabolic, arterial, T, K, P)
+    H[:] = previous
+    state_flat(H, tissue, solidus, liquidus, h_liquidus, c_frozen, c_unfrozen,
+                 k_frozen, k_unfrozen, k_varies, k_scale, perfusion, metabolic, arterial, T, K, P)

@@ -32,7 +32,9 @@ class ThermalResult:
         For each threshold (degC), the seconds each cell spent below it.
     history : dict
         ``"time"`` (m,) s and ``"volume_ml"`` {level: (m,) ml}: the volume below each
-        threshold after every step, for growth plots.
+        threshold after every step, for growth plots (on the solver's own cells: on a nested
+        grid it differs slightly from the interpolated fields here); ``"stage_updates"`` and
+        ``"solver_cells"`` count the solver's work.
     run_time_s : float
         Wall time of the solve, s.
     steps : int

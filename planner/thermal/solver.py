@@ -37,7 +37,7 @@ import numpy as np
 from planner.errors import InputError, PlannerError
 from planner.thermal import kernels
 from planner.thermal.geometry import Region
-from planner.thermal.grid import ThermalGrid
+from planner.thermal.grid import NestedGrid, ThermalGrid
 from planner.thermal.properties import TissueProperties
 from planner.thermal.result import ThermalResult
 
@@ -65,8 +65,9 @@ STEP_GROWTH = 0.5
 # 3.5 degC off with 5.8 s steps.)
 MIN_STEPS_PER_PHASE = 40
 
-# Cells per numba thread by default (a 715,000-cell grid: 39 s on one thread, 22 s on two).
-CELLS_PER_THREAD = 300_000
+# Cells per numba thread by default (the two-probe benchmark's 278,000 nested cells: 3.4 ms
+# per RKL2 stage on one thread, 0.8 ms on two).
+CELLS_PER_THREAD = 100_000
 
 # degC a step may end beyond the maximum-principle bounds before it is retried shorter.
 BOUND_TOLERANCE = 0.05
@@ -215,22 +216,12 @@ def _axis_coefficients(grid: ThermalGrid, axis: int):
     return c_minus, c_plus, share
 
 
-def conduction_row_bound(axis_coefficients, cell_index: np.ndarray, n_tissues: int, link_tissue: np.ndarray,
-                         link_coefficient: np.ndarray, link_extra: np.ndarray) -> float:
-    """Largest Gershgorin row sum (1/m2) of the conduction operator's geometry over the free cells.
-
-    The rate of a free cell is ``sum_faces c k_face (T_j - T_i)`` (``c`` = ``1 / (w d)``) plus its
-    surface links ``c (scale - 1) k_face (T_held - T_i)``. In temperature, its row of the Jacobian
-    has the diagonal ``sum c k`` and an off-diagonal ``c k`` for each free neighbour only: held and
-    outer-layer cells are not unknowns, and inert cells pass no heat. So ``lambda_max <= k_max / C_min
-    * max_i (sum_faces c w + sum_links c max(scale - 1, 0))`` with ``w`` 2 towards a free cell, 1
-    towards a held one and 0 towards an inert one. Counting every face and link twice, as for a cell
-    in the open, overstated it by up to a quarter next to a probe, where the finest and coldest
-    cells are (``cell_index``: free ``< n``, held ``n..2n-1``, inert ``>= 2n``).
-    """
+def conduction_row_sums(axis_coefficients, cell_index: np.ndarray, n_tissues: int) -> np.ndarray:
+    """Gershgorin row sums (1/m2) of the stencil's geometry for every cell of one grid, (nz, ny, nx):
+    ``sum_faces c w`` with ``w`` 2 towards a free cell, 1 towards a held one, 0 towards an inert
+    one (see :func:`conduction_row_bound`)."""
     index = np.asarray(cell_index)
-    free = index < n_tissues
-    weight = np.where(free, 2.0, np.where(index >= 2 * n_tissues, 0.0, 1.0))
+    weight = _row_weight(index, n_tissues)
     total = np.zeros(index.shape)
     for grid_axis, (c_minus, c_plus, _) in enumerate(axis_coefficients):
         array_axis = 2 - grid_axis
@@ -245,8 +236,49 @@ def conduction_row_bound(axis_coefficients, cell_index: np.ndarray, n_tissues: i
         towards_below[tuple(upper)] = weight[tuple(lower)]
         towards_above[tuple(lower)] = weight[tuple(upper)]
         total += np.reshape(c_minus, shape) * towards_below + np.reshape(c_plus, shape) * towards_above
+    return total
+
+
+def _row_weight(index: np.ndarray, n_tissues: int) -> np.ndarray:
+    """A neighbour's weight in a Gershgorin row: 2 free, 1 held, 0 inert."""
+    return np.where(index < n_tissues, 2.0, np.where(index >= 2 * n_tissues, 0.0, 1.0))
+
+
+def conduction_row_bound(axis_coefficients, cell_index: np.ndarray, n_tissues: int, link_tissue: np.ndarray,
+                         link_coefficient: np.ndarray, link_extra: np.ndarray) -> float:
+    """Largest Gershgorin row sum (1/m2) of the conduction operator's geometry over the free cells.
+
+    The rate of a free cell is ``sum_faces c k_face (T_j - T_i)`` (``c`` = ``1 / (w d)``) plus its
+    surface links ``c (scale - 1) k_face (T_held - T_i)``. In temperature, its row of the Jacobian
+    has the diagonal ``sum c k`` and an off-diagonal ``c k`` for each free neighbour only: held and
+    outer-layer cells are not unknowns, and inert cells pass no heat. So ``lambda_max <= k_max / C_min
+    * max_i (sum_faces c w + sum_links c max(scale - 1, 0))`` with ``w`` 2 towards a free cell, 1
+    towards a held one and 0 towards an inert one. Counting every face and link twice, as for a cell
+    in the open, overstated it by up to a quarter next to a probe, where the finest and coldest
+    cells are (``cell_index``: free ``< n``, held ``n..2n-1``, inert ``>= 2n``).
+    """
+    index = np.asarray(cell_index)
+    total = conduction_row_sums(axis_coefficients, index, n_tissues)
     if np.size(link_tissue):
         np.add.at(total.reshape(-1), link_tissue, link_coefficient * np.maximum(link_extra, 0.0))
+    free = index < n_tissues
+    return float(total[free].max()) if free.any() else 0.0
+
+
+def _nested_row_bound(nested: NestedGrid, axis_coefficients, cell_index: np.ndarray, n_tissues: int,
+                      link_tissue, link_coefficient, link_extra, interface) -> float:
+    """:func:`conduction_row_bound` over all levels of a nested grid (flat ``cell_index``), with the
+    links between levels counted on both sides."""
+    total = np.concatenate([conduction_row_sums(coefficients, view, n_tissues).reshape(-1)
+                            for coefficients, view in zip(axis_coefficients, nested.split(cell_index))])
+    if np.size(link_tissue):
+        np.add.at(total, link_tissue, link_coefficient * np.maximum(link_extra, 0.0))
+    child, parent, c_child, c_parent, _ = interface
+    if child.size:
+        weight = _row_weight(cell_index, n_tissues)
+        np.add.at(total, child, c_child * weight[parent])
+        np.add.at(total, parent, c_parent * weight[child])
+    free = cell_index < n_tissues
     return float(total[free].max()) if free.any() else 0.0
 
 
@@ -299,15 +331,16 @@ def solve(
 
     Parameters
     ----------
-    grid : ThermalGrid
-        Cells, (nz, ny, nx).
-    tissue_index : (nz, ny, nx) integer ndarray
+    grid : ThermalGrid or NestedGrid
+        Cells, (nz, ny, nx), or nested boxes of cells; per-cell inputs are then flat arrays
+        (``grid.size``,) level after level, and the result comes on ``grid.output_grid()``.
+    tissue_index : (nz, ny, nx) or (size,) integer ndarray
         Index into ``tissues`` per cell.
     tissues : sequence of TissueProperties
         Property sets, indexed by ``tissue_index``.
     phases : sequence of Phase
         Consecutive stretches of time and their active boundaries.
-    initial_temperature : float or (nz, ny, nx) ndarray
+    initial_temperature : float or (nz, ny, nx) or (size,) ndarray
         degC at ``t = 0``.
     arterial_temperature : float
         degC, blood temperature in the perfusion term.
@@ -317,7 +350,7 @@ def solve(
     insulated_faces : sequence of str
         With ``"body"``: box faces kept zero-flux anyway (symmetry planes), from
         ``"x-", "x+", "y-", "y+", "z-", "z+"`` (grid axes).
-    inert : (nz, ny, nx) bool ndarray, optional
+    inert : (nz, ny, nx) or (size,) bool ndarray, optional
         Cells that exchange no heat and are not updated (probe shafts); for display their
         temperature follows their neighbours.
     snapshot_times : sequence of float, optional
@@ -381,10 +414,15 @@ def _solve(grid, tissue_index, tissues, phases, *, initial_temperature, arterial
            probe_axes, notes, count_only=False):
     started = _time.perf_counter()
     dtype = np.dtype(dtype)
-    shape = grid.shape
+    # One code path for both: a plain grid is a nested grid of one level, whose flat fields
+    # are the grid's (nz, ny, nx) arrays in C order.
+    nested = grid if isinstance(grid, NestedGrid) else NestedGrid([grid])
+    size = nested.size
+    shape_given = grid.shape if isinstance(grid, ThermalGrid) else (size,)
     tissue_index = np.asarray(tissue_index)
-    if tissue_index.shape != shape:
-        raise InputError(f"tissue_index: shape {tissue_index.shape} does not match the grid {shape}")
+    if tissue_index.shape != shape_given:
+        raise InputError(f"tissue_index: shape {tissue_index.shape} does not match the grid {shape_given}")
+    tissue_index = tissue_index.reshape(size)
     tables = _Tables(tissues, arterial_temperature, dtype)
     if tissue_index.size and (tissue_index.min() < 0 or tissue_index.max() >= tables.n):
         raise InputError(f"tissue_index: values must lie in 0..{tables.n - 1}")
@@ -394,6 +432,8 @@ def _solve(grid, tissue_index, tissues, phases, *, initial_temperature, arterial
         raise InputError(f"method must be 'rkl2' or 'euler', got {method!r}")
     if not np.all(np.isfinite(np.asarray(initial_temperature, dtype=float))):
         raise InputError("initial_temperature must be finite everywhere")
+    if np.ndim(initial_temperature) and np.shape(initial_temperature) != shape_given:
+        raise InputError(f"initial_temperature: shape {np.shape(initial_temperature)} does not match the grid {shape_given}")
     default_step = max_step is None
     if max_step is None:
         coldest_guess = min([float(np.min(initial_temperature))]
@@ -401,7 +441,7 @@ def _solve(grid, tissue_index, tissues, phases, *, initial_temperature, arterial
                             + [s.reference for p in phases for s in p.sources if s.conductance_w_per_k > 0]
                             + [HEAT_FLUX_COLDEST for p in phases for s in p.sources if s.power_w < 0])
         k_max, inverse_c, _ = tables.max_rate_factors(coldest_guess)
-        spacing = grid.spacing if step_spacing_mm is None else float(step_spacing_mm)
+        spacing = nested.spacing if step_spacing_mm is None else float(step_spacing_mm)
         max_step = 9.0 * (spacing * 1e-3) ** 2 / (k_max * inverse_c)
     if not max_step > 0:
         raise InputError(f"max_step must be > 0 s, got {max_step}")
@@ -418,65 +458,104 @@ def _solve(grid, tissue_index, tissues, phases, *, initial_temperature, arterial
 
     # ---------------------------------------------------------------- state
     base_index = tissue_index.astype(np.uint8)
-    initial = np.broadcast_to(np.asarray(initial_temperature, dtype=float), shape)
+    initial = np.broadcast_to(np.asarray(initial_temperature, dtype=float).reshape(-1)
+                              if np.ndim(initial_temperature) else float(initial_temperature), (size,))
     H = tables.enthalpy(base_index, initial).astype(dtype)
     static_index = base_index.copy()
     if outer_boundary == "body":
         unknown = set(insulated_faces) - set(FACE_NAMES)
         if unknown:
             raise InputError(f"insulated_faces: unknown face(s) {sorted(unknown)}; use {', '.join(FACE_NAMES)}")
-        outer = outer_layer_mask(shape, insulated_faces=tuple(insulated_faces))
+        # the outermost layer of level 0 (finer levels lie inside it)
+        outer = np.zeros(size, dtype=bool)
+        outer[: nested.levels[0].size] = outer_layer_mask(nested.levels[0].shape, insulated_faces=tuple(insulated_faces)).ravel()
         outer_t = arterial_temperature if outer_temperature is None else outer_temperature
         H[outer] = tables.enthalpy(base_index[outer], outer_t).astype(dtype)
         static_index[outer] += tables.n
+    # Covered cells (a finer level solves their volume) take no part: inert and fixed, and
+    # they keep their initial temperature, which the volume tracker takes back out.
+    covered = nested.covered()
+    static_index[covered] = base_index[covered] + 2 * tables.n
     inert_cells = np.zeros(0, dtype=np.int64)
     inert_neighbours = np.zeros((0, 6), dtype=np.int64)
     if inert is not None and np.any(inert):
         inert = np.asarray(inert, dtype=bool)
+        if inert.shape != shape_given:
+            raise InputError(f"inert: shape {inert.shape} does not match the grid {shape_given}")
+        inert = inert.reshape(size) & ~covered
         static_index[inert] = base_index[inert] + 2 * tables.n
         inert_cells = np.flatnonzero(inert)
-        inert_neighbours = _free_neighbours(inert, inert_cells)
-    T = np.empty(shape, dtype=dtype)
-    K = np.empty(shape, dtype=dtype)
-    P = np.empty(shape, dtype=dtype)
-    L0 = np.empty(shape, dtype=dtype)
-    A = np.empty(shape, dtype=dtype)
-    B = np.empty(shape, dtype=dtype)
+        inert_neighbours = _free_neighbours(nested, inert, inert_cells)
+    T = np.empty(size, dtype=dtype)
+    K = np.empty(size, dtype=dtype)
+    P = np.empty(size, dtype=dtype)
+    L0 = np.empty(size, dtype=dtype)
+    A = np.empty(size, dtype=dtype)
+    B = np.empty(size, dtype=dtype)
 
-    axis_coefficients = [_axis_coefficients(grid, a) for a in range(3)]
-    (cxm, cxp, ax), (cym, cyp, ay), (czm, czp, az) = [[np.asarray(v, dtype=np.float64) for v in c] for c in axis_coefficients]
-    wx, wy, wz = (grid.widths(a) for a in range(3))
+    levels = np.array([[offset, *level.shape] for level, offset in zip(nested.levels, nested.offsets)], dtype=np.int64)
+    axis_coefficients = [[_axis_coefficients(level, a) for a in range(3)] for level in nested.levels]
+    axis_start = np.zeros((len(nested.levels), 3), dtype=np.int64)
+    for number in range(1, len(nested.levels)):
+        axis_start[number] = axis_start[number - 1] + np.array(nested.levels[number - 1].shape[::-1])
+    (cxm, cxp, ax), (cym, cyp, ay), (czm, czp, az) = [
+        [np.concatenate([np.asarray(per_level[a][part], dtype=np.float64) for per_level in axis_coefficients])
+         for part in range(3)] for a in range(3)]
+    iface = nested.interface_links()  # for the stability bound; the kernel walks the same links by box
+    boxes = np.zeros((len(nested.levels), 6), dtype=np.int64)
+    child_spacing = np.zeros(len(nested.levels))
+    for number in range(1, len(nested.levels)):
+        boxes[number] = np.ravel(nested.child_ranges(number))
+        child_spacing[number] = nested.levels[number].spacing * 1e-3
+    level_widths = [[level.widths(a) for a in range(3)] for level in nested.levels]
+    cell_volumes_mm3 = nested.cell_volumes()
 
     arterial = float(arterial_temperature)
 
     def update_tk(state):
-        kernels.temperature_conductivity(state, property_index, tables.solidus, tables.liquidus, tables.h_liquidus,
-                                         tables.c_frozen, tables.c_unfrozen, tables.k_frozen, tables.k_unfrozen,
-                                         tables.k_varies, tables.k_scale, tables.perfusion, tables.metabolic,
-                                         arterial, T, K, P)
+        kernels.state_flat(state, property_index, tables.solidus, tables.liquidus, tables.h_liquidus,
+                             tables.c_frozen, tables.c_unfrozen, tables.k_frozen, tables.k_unfrozen,
+                             tables.k_varies, tables.k_scale, tables.perfusion, tables.metabolic,
+                             arterial, T, K, P)
 
     def fill_shafts():
         # inert (shaft) cells pass no heat: their temperature is for display and the field's bounds
         if inert_cells.size:
-            kernels.fill_inert(T.reshape(-1), inert_cells, inert_neighbours)
+            kernels.fill_inert(T, inert_cells, inert_neighbours)
+
+    def field_min_max():
+        parts = [kernels.min_max_finite(view) for view in nested.split(T)]
+        return min(p[0] for p in parts), max(p[1] for p in parts), all(p[2] for p in parts)
 
     # ---------------------------------------------------------------- trackers
-    min_temperature = np.full(shape, np.inf, dtype=np.float32)
-    time_below = np.zeros((thresholds.size,) + shape, dtype=np.float32)
+    min_temperature = np.full(size, np.inf, dtype=np.float32)
+    time_below = np.zeros((thresholds.size, size), dtype=np.float32)
     volumes = np.zeros(thresholds.size)
     history_t, history_v = [], []
-    snapshots = np.empty((snapshot_times.size,) + shape, dtype=np.float32)
+    snapshots = np.empty((snapshot_times.size, size), dtype=np.float32)
     next_snapshot = 0
+    level_volumes = np.zeros(thresholds.size)
 
-    # Cells that never change: the held outer layer and inert (shaft) cells.
-    fixed_cells = np.flatnonzero(static_index.reshape(-1) >= tables.n)
-    fixed_values = H.reshape(-1)[fixed_cells].copy()
+    def track(dt):
+        volumes[:] = 0.0
+        for view, minimum, widths, number in zip(nested.split(T), nested.split(min_temperature), level_widths,
+                                                 range(len(nested.levels))):
+            below = time_below[:, nested.offsets[number]:nested.offsets[number + 1]].reshape((thresholds.size,) + view.shape)
+            kernels.track(view, widths[0], widths[1], widths[2], thresholds, dt, minimum, below, level_volumes)
+            volumes[:] += level_volumes
+        volumes[:] -= covered_below
+
+    # Cells that never change: the held outer layer, inert (shaft) and covered cells.
+    fixed_cells = np.flatnonzero(static_index >= tables.n)
+    fixed_values = H[fixed_cells].copy()
     index_now = static_index
     property_index = _property_index(index_now, tables.n)
     update_tk(H)
+    covered_t = T[covered]
+    covered_below = np.array([float(cell_volumes_mm3[covered][covered_t < level].sum()) for level in thresholds])
     T_report = T
     fill_shafts()
-    kernels.track(T, wx, wy, wz, thresholds, 0.0, min_temperature, time_below, volumes)
+    track(0.0)
     history_t.append(0.0)
     history_v.append(volumes * 1e-3)
     while next_snapshot < snapshot_times.size and snapshot_times[next_snapshot] <= 0.0:
@@ -504,7 +583,7 @@ def _solve(grid, tissue_index, tissues, phases, *, initial_temperature, arterial
         t_phase1 = float(phase_ends[phase_number])
         # -------- boundaries of this phase
         index_now = static_index.copy()
-        flat_index = index_now.reshape(-1)
+        flat_index = index_now
         held_cells, held_tissue, held_specs = [], [], []
         for boundary in phase.held:
             cells = boundary.region.cells
@@ -512,11 +591,11 @@ def _solve(grid, tissue_index, tissues, phases, *, initial_temperature, arterial
             cells = cells[free]
             start = boundary.start_temperature
             if start is None:
-                start = float(np.mean(T.reshape(-1)[cells])) if cells.size else boundary.target
+                start = float(np.mean(T[cells])) if cells.size else boundary.target
             held_cells.append(cells)
-            held_tissue.append(base_index.reshape(-1)[cells])
+            held_tissue.append(base_index[cells])
             held_specs.append((boundary.target, boundary.cooldown_time, start, cells.size))
-            flat_index[cells] = base_index.reshape(-1)[cells] + tables.n
+            flat_index[cells] = base_index[cells] + tables.n
         property_index = _property_index(index_now, tables.n)
         held_cells = np.concatenate(held_cells) if held_cells else np.zeros(0, np.int64)
         held_tissue = np.concatenate(held_tissue) if held_tissue else np.zeros(0, np.uint8)
@@ -527,13 +606,10 @@ def _solve(grid, tissue_index, tissues, phases, *, initial_temperature, arterial
         link_extra = np.concatenate([r.link_scale for r in link_parts]) - 1.0 if link_parts else np.zeros(0)
         keep = flat_index[link_tissue] < tables.n if link_tissue.size else np.zeros(0, bool)
         link_tissue, link_held, link_coef, link_extra = link_tissue[keep], link_held[keep], link_coef[keep], link_extra[keep]
-        cell_volumes_m3 = None
         src_cells, src_q, src_g, src_ref = [], [], [], []
         for source in phase.sources:
             region = source.region
-            if cell_volumes_m3 is None:
-                cell_volumes_m3 = grid.cell_volumes().reshape(-1) * 1e-9
-            volume = cell_volumes_m3[region.cells]
+            volume = cell_volumes_mm3[region.cells] * 1e-9
             src_cells.append(region.cells)
             src_q.append(source.power_w * region.weights / volume)
             src_g.append(source.conductance_w_per_k * region.weights / volume)
@@ -552,7 +628,8 @@ def _solve(grid, tissue_index, tissues, phases, *, initial_temperature, arterial
                 coldest = min(coldest, source.reference)
         coldest = min(coldest, float(np.min(T)))
 
-        geometry = conduction_row_bound(axis_coefficients, index_now, tables.n, link_tissue, link_coef, link_extra)
+        geometry = _nested_row_bound(nested, axis_coefficients, index_now, tables.n, link_tissue, link_coef, link_extra,
+                                     iface)
 
         def forward_euler_limit(coldest_now):
             k_max, inverse_c, perfusion = tables.max_rate_factors(coldest_now)
@@ -613,7 +690,7 @@ def _solve(grid, tissue_index, tissues, phases, *, initial_temperature, arterial
                 if count_only:
                     t_now = mark if abs(t_now + dt - mark) < 1e-9 * max(1.0, mark) else t_now + dt
                     n_steps += 1
-                    stage_updates += stages * grid.size
+                    stage_updates += stages * size
                     max_dt = max(max_dt, dt)
                     max_stages = max(max_stages, stages)
                     while next_snapshot < snapshot_times.size and snapshot_times[next_snapshot] <= t_now + 1e-9 * max(1.0, t_now):
@@ -622,22 +699,22 @@ def _solve(grid, tissue_index, tissues, phases, *, initial_temperature, arterial
                     continue
                 if H_before is not None:
                     if field_bounds is None:
-                        field_bounds = kernels.min_max_finite(T)[:2]
+                        field_bounds = field_min_max()[:2]
                     field_lo, field_hi = field_bounds
                     np.copyto(H_before, H)
                 kernels.rkl2_step(
-                    H, T, K, P, L0, A, B, property_index, tables.solidus, tables.liquidus, tables.h_liquidus,
+                    H, T, K, P, L0, A, B, property_index, levels, axis_start, tables.solidus, tables.liquidus, tables.h_liquidus,
                     tables.c_frozen, tables.c_unfrozen, tables.k_frozen, tables.k_unfrozen, tables.k_varies,
                     tables.k_scale, tables.perfusion, tables.metabolic, arterial,
                     cxm, cxp, ax, cym, cyp, ay, czm, czp, az,
                     fixed_cells, fixed_values,
                     held_cells, held_tissue, held_group, group_target, group_tau, group_start, t_now - t_phase0,
-                    link_tissue, link_held, link_coef, link_extra, src_cells, src_q, src_g, src_reference,
+                    link_tissue, link_held, link_coef, link_extra, boxes, child_spacing, src_cells, src_q, src_g, src_reference,
                     dt, *coefficients,
                 )
-                stage_updates += stages * grid.size
+                stage_updates += stages * size
                 fill_shafts()  # before the bounds, which then span the free cells; the next step starts from them
-                lo, hi, finite = kernels.min_max_finite(T)
+                lo, hi, finite = field_min_max()
                 if H_before is not None and stages > 2:
                     # maximum principle: retry the step shorter if it went past the bounds
                     # (two stages stay within a few forward-Euler limits: accepted as they are)
@@ -669,7 +746,7 @@ def _solve(grid, tissue_index, tissues, phases, *, initial_temperature, arterial
                     assumed_coldest = lo - 20.0
                     dt_fe = forward_euler_limit(assumed_coldest)
                     run_notes.append(f"stability bound recomputed at t = {t_now:.3g} s for {assumed_coldest:.0f} degC")
-                kernels.track(T, wx, wy, wz, thresholds, dt, min_temperature, time_below, volumes)
+                track(dt)
                 history_t.append(t_now)
                 history_v.append(volumes * 1e-3)
                 while next_snapshot < snapshot_times.size and snapshot_times[next_snapshot] <= t_now + 1e-9 * max(1.0, t_now):
@@ -688,25 +765,31 @@ def _solve(grid, tissue_index, tissues, phases, *, initial_temperature, arterial
         )
     history_v = np.array(history_v)
     scheme = "forward Euler" if method == "euler" else f"RKL2 super-time-stepping (up to {max_stages} stages)"
+    output = nested.output_grid()
+    solver_note = []
+    if len(nested.levels) > 1:
+        solver_note = [f"solved on {nested!r}; results interpolated onto one rectilinear grid"]
     return ThermalResult(
-        grid=grid,
+        grid=output,
         snapshot_times=snapshot_times,
-        temperatures=snapshots,
-        min_temperature=min_temperature,
-        time_below={float(level): time_below[m] for m, level in enumerate(thresholds)},
+        temperatures=np.stack([nested.to_output(snapshot) for snapshot in snapshots]).astype(np.float32),
+        min_temperature=nested.to_output(min_temperature).astype(np.float32),
+        time_below={float(level): nested.to_output(time_below[m]).astype(np.float32) for m, level in enumerate(thresholds)},
         history={
             "time": np.array(history_t),
             "volume_ml": {float(level): history_v[:, m] for m, level in enumerate(thresholds)},
             "stage_updates": float(stage_updates),
+            "solver_cells": int(size),
         },
         run_time_s=_time.perf_counter() - started,
         steps=n_steps,
         dt=max_dt,
-        method=f"enthalpy finite volume, 7-point stencil, {scheme}, {dtype.name}",
+        method=f"enthalpy finite volume, 7-point stencil{', nested grid' if len(nested.levels) > 1 else ''}, "
+               f"{scheme}, {dtype.name}",
         probe_axes=np.zeros((0, 2, 3)) if probe_axes is None else np.asarray(probe_axes, dtype=float),
         stages=max_stages,
-        notes=run_notes,
-        final_enthalpy=H,
+        notes=run_notes + solver_note,
+        final_enthalpy=nested.to_output(H, order=0),
     )
 
 
@@ -727,20 +810,27 @@ def _held_value(spec, elapsed: float) -> float:
     return float(target + (start - target) * math.exp(-elapsed / tau)) if tau > 0 else float(target)
 
 
-def _free_neighbours(inert: np.ndarray, cells: np.ndarray) -> np.ndarray:
-    """(n, 6) flat indices of the non-inert face neighbours of ``cells`` (-1 where none)."""
-    shape = inert.shape
-    k, j, i = np.unravel_index(cells, shape)
+def _free_neighbours(nested: NestedGrid, inert: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """(n, 6) flat indices of the non-inert face neighbours of ``cells`` within their own level
+    (-1 where none)."""
     out = np.full((cells.size, 6), -1, dtype=np.int64)
-    column = 0
-    for axis in range(3):
-        for sign in (-1, 1):
-            idx = [k.copy(), j.copy(), i.copy()]
-            idx[2 - axis] += sign
-            ok = (idx[2 - axis] >= 0) & (idx[2 - axis] < shape[2 - axis])
-            flat = np.full(cells.size, -1, dtype=np.int64)
-            flat[ok] = np.ravel_multi_index((idx[0][ok], idx[1][ok], idx[2][ok]), shape)
-            flat[ok] = np.where(inert.reshape(-1)[flat[ok]], -1, flat[ok])
-            out[:, column] = flat
-            column += 1
+    for number, level in enumerate(nested.levels):
+        start, stop = nested.offsets[number], nested.offsets[number + 1]
+        mine = np.flatnonzero((cells >= start) & (cells < stop))
+        if mine.size == 0:
+            continue
+        shape = level.shape
+        k, j, i = np.unravel_index(cells[mine] - start, shape)
+        level_inert = inert[start:stop]
+        column = 0
+        for axis in range(3):
+            for sign in (-1, 1):
+                idx = [k.copy(), j.copy(), i.copy()]
+                idx[2 - axis] += sign
+                ok = (idx[2 - axis] >= 0) & (idx[2 - axis] < shape[2 - axis])
+                flat = np.full(mine.size, -1, dtype=np.int64)
+                flat[ok] = np.ravel_multi_index((idx[0][ok], idx[1][ok], idx[2][ok]), shape)
+                flat[ok] = np.where(level_inert[flat[ok]], -1, flat[ok] + start)
+                out[mine, column] = flat
+                column += 1
     return out
