@@ -410,6 +410,20 @@ def _flow(k_child, t_child, k_parent, t_parent, share):
     return k_child * k_parent / (share * k_parent + (1.0 - share) * k_child) * (t_parent - t_child)
 
 
+@njit(cache=True, inline="always")
+def _children_flow(Tc, Kc, cz, cy, cx, u, v, k_parent, t_parent, share):
+    """Flow from one parent into its four children on a box face: the cells ``(cz, cy, cx)``
+    plus ``a`` steps along array axis ``u`` and ``b`` along ``v`` (a, b in 0, 1)."""
+    total = 0.0
+    for a in range(2):
+        for b in range(2):
+            z = cz + a * (u == 0) + b * (v == 0)
+            y = cy + a * (u == 1) + b * (v == 1)
+            x = cx + a * (u == 2) + b * (v == 2)
+            total += _flow(Kc[z, y, x], Tc[z, y, x], k_parent, t_parent, share)
+    return total
+
+
 @njit(parallel=True, fastmath=True, error_model="numpy", cache=True)
 def _interface_parents(Tc, Kc, Tp, Kp, Op, box, c_parent, share):
     """The parents' side of one level boundary: each parent cell beside the child box loses
@@ -417,36 +431,27 @@ def _interface_parents(Tc, Kc, Tp, Kp, Op, box, c_parent, share):
     x0, x1, y0, y1, z0, z1 = box[0], box[1], box[2], box[3], box[4], box[5]
     nxp, nyp, nzp = x1 - x0, y1 - y0, z1 - z0
     for item in prange(4 * nzp + 2 * nyp):
-        if item < 2 * nzp:  # x faces: a row of parents along y
+        if item < 2 * nzp:  # x faces: a row of parents along y, children paired in z and y
             pz = z0 + item % nzp
             px, cx = (x0 - 1, 0) if item < nzp else (x1, 2 * nxp - 1)
             for py in range(y0, y1):
-                total = 0.0
-                for a in range(2):
-                    for b in range(2):
-                        cz, cy = 2 * (pz - z0) + a, 2 * (py - y0) + b
-                        total += _flow(Kc[cz, cy, cx], Tc[cz, cy, cx], Kp[pz, py, px], Tp[pz, py, px], share)
-                Op[pz, py, px] -= c_parent * total
-        elif item < 4 * nzp:  # y faces: a row of parents along x
+                flow = _children_flow(Tc, Kc, 2 * (pz - z0), 2 * (py - y0), cx, 0, 1, Kp[pz, py, px], Tp[pz, py, px],
+                                      share)
+                Op[pz, py, px] -= c_parent * flow
+        elif item < 4 * nzp:  # y faces: a row of parents along x, children paired in z and x
             pz = z0 + (item - 2 * nzp) % nzp
             py, cy = (y0 - 1, 0) if item - 2 * nzp < nzp else (y1, 2 * nyp - 1)
             for px in range(x0, x1):
-                total = 0.0
-                for a in range(2):
-                    for b in range(2):
-                        cz, cx = 2 * (pz - z0) + a, 2 * (px - x0) + b
-                        total += _flow(Kc[cz, cy, cx], Tc[cz, cy, cx], Kp[pz, py, px], Tp[pz, py, px], share)
-                Op[pz, py, px] -= c_parent * total
-        else:  # z faces: a row of parents along x
+                flow = _children_flow(Tc, Kc, 2 * (pz - z0), cy, 2 * (px - x0), 0, 2, Kp[pz, py, px], Tp[pz, py, px],
+                                      share)
+                Op[pz, py, px] -= c_parent * flow
+        else:  # z faces: a row of parents along x, children paired in y and x
             py = y0 + (item - 4 * nzp) % nyp
             pz, cz = (z0 - 1, 0) if item - 4 * nzp < nyp else (z1, 2 * nzp - 1)
             for px in range(x0, x1):
-                total = 0.0
-                for a in range(2):
-                    for b in range(2):
-                        cy, cx = 2 * (py - y0) + a, 2 * (px - x0) + b
-                        total += _flow(Kc[cz, cy, cx], Tc[cz, cy, cx], Kp[pz, py, px], Tp[pz, py, px], share)
-                Op[pz, py, px] -= c_parent * total
+                flow = _children_flow(Tc, Kc, cz, 2 * (py - y0), 2 * (px - x0), 1, 2, Kp[pz, py, px], Tp[pz, py, px],
+                                      share)
+                Op[pz, py, px] -= c_parent * flow
 
 
 @njit(parallel=True, fastmath=True, error_model="numpy", cache=True)
@@ -549,6 +554,16 @@ def stage_levels(T, K, P, levels, axis_start, cxm, cxp, ax, cym, cyp, ay, czm, c
 
 
 @njit(cache=True)
+def _add_sparse(T, K, levels, link_tissue, link_held, link_coefficient, link_extra, boxes, child_spacing,
+                src_cells, src_q, src_g, src_reference, factor, out):
+    """The rate terms outside the stencil, times ``factor``, added to ``out``: surface links,
+    the links between nested levels and volumetric sources."""
+    add_links(T, K, link_tissue, link_held, link_coefficient, link_extra, factor, out)
+    add_interface_fluxes(T, K, levels, boxes, child_spacing, factor, out)
+    add_sources(T, src_cells, src_q, src_g, src_reference, factor, out)
+
+
+@njit(cache=True)
 def rkl2_step(H, T, K, P, L0, A, B, tissue, levels, axis_start,
               solidus, liquidus, h_liquidus, c_frozen, c_unfrozen,
               k_frozen, k_unfrozen, k_varies, k_scale, perfusion, metabolic, arterial,
@@ -572,9 +587,8 @@ def rkl2_step(H, T, K, P, L0, A, B, tissue, levels, axis_start,
     if stages == 1:
         stage_levels(T, K, P, levels, axis_start, cxm, cxp, ax, cym, cyp, ay, czm, czp, az, H, H, H, L0, A,
                      1, 0.0, 0.0, dt, 0.0)
-        add_links(T, K, link_tissue, link_held, link_coefficient, link_extra, dt, A)
-        add_interface_fluxes(T, K, levels, boxes, child_spacing, dt, A)
-        add_sources(T, src_cells, src_q, src_g, src_reference, dt, A)
+        _add_sparse(T, K, levels, link_tissue, link_held, link_coefficient, link_extra, boxes, child_spacing,
+                    src_cells, src_q, src_g, src_reference, dt, A)
         restore(A, fixed_cells, fixed_values)
         set_held(A, held_cells, held_tissue, held_group, group_target, group_tau, group_start, elapsed0 + dt,
                  solidus, liquidus, h_liquidus, c_frozen, c_unfrozen)
@@ -587,9 +601,8 @@ def rkl2_step(H, T, K, P, L0, A, B, tissue, levels, axis_start,
     stage_levels(T, K, P, levels, axis_start, cxm, cxp, ax, cym, cyp, ay, czm, czp, az, H, A, H, L0, L0,
                  3, 0.0, 0.0, factor, 0.0)
     for weight, target in ((1.0, L0), (factor, A)):
-        add_links(T, K, link_tissue, link_held, link_coefficient, link_extra, weight, target)
-        add_interface_fluxes(T, K, levels, boxes, child_spacing, weight, target)
-        add_sources(T, src_cells, src_q, src_g, src_reference, weight, target)
+        _add_sparse(T, K, levels, link_tissue, link_held, link_coefficient, link_extra, boxes, child_spacing,
+                    src_cells, src_q, src_g, src_reference, weight, target)
     restore(A, fixed_cells, fixed_values)
     set_held(A, held_cells, held_tissue, held_group, group_target, group_tau, group_start, elapsed0 + c[1] * dt,
              solidus, liquidus, h_liquidus, c_frozen, c_unfrozen)
@@ -604,9 +617,8 @@ def rkl2_step(H, T, K, P, L0, A, B, tissue, levels, axis_start,
             out = before
         stage_levels(T, K, P, levels, axis_start, cxm, cxp, ax, cym, cyp, ay, czm, czp, az, previous, before, H,
                      L0, out, 2, mu[j], nu[j], mut[j] * dt, gt[j] * dt)
-        add_links(T, K, link_tissue, link_held, link_coefficient, link_extra, mut[j] * dt, out)
-        add_interface_fluxes(T, K, levels, boxes, child_spacing, mut[j] * dt, out)
-        add_sources(T, src_cells, src_q, src_g, src_reference, mut[j] * dt, out)
+        _add_sparse(T, K, levels, link_tissue, link_held, link_coefficient, link_extra, boxes, child_spacing,
+                    src_cells, src_q, src_g, src_reference, mut[j] * dt, out)
         restore(out, fixed_cells, fixed_values)
         set_held(out, held_cells, held_tissue, held_group, group_target, group_tau, group_start,
                  elapsed0 + c[j] * dt, solidus, liquidus, h_liquidus, c_frozen, c_unfrozen)

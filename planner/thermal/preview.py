@@ -62,7 +62,7 @@ import numpy as np
 
 from planner.errors import InputError
 from planner.thermal.grid import ThermalGrid
-from planner.thermal.probes import PlacedProbe, ProbeBoundary
+from planner.thermal.probes import PlacedProbe, ProbeBoundary, placed_probes
 from planner.thermal.properties import TissueProperties
 from planner.thermal.protocol import ProtocolStep, validate_protocol
 from planner.thermal.result import mean_probe_axis, surface_extent_mm
@@ -825,12 +825,7 @@ def _prepare(
     progress,
     cancel,
 ) -> _Prepared:
-    probes = tuple(probes)
-    if len(probes) == 0:
-        raise InputError("probes: need at least one probe")
-    for i, probe in enumerate(probes):
-        if not isinstance(probe, PlacedProbe):
-            raise InputError(f"probes[{i}]: must be a PlacedProbe, got {type(probe).__name__}")
+    probes = placed_probes(probes)
     protocol = tuple(protocol)
     validate_protocol(protocol, len(probes))
     tissues = _tissue_per_probe(probes, properties=properties, tissue=tissue, tissue_labels=tissue_labels)

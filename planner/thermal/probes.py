@@ -136,3 +136,15 @@ class PlacedProbe:
         tip = np.asarray(self.tip, dtype=float)
         start = tip + self.tip_offset_mm * self.axis
         return start, start + self.active_length_mm * self.axis
+
+
+def placed_probes(probes) -> tuple[PlacedProbe, ...]:
+    """``probes`` as a tuple, checked: at least one, each a :class:`PlacedProbe` (else
+    :class:`~planner.errors.InputError` naming the entry)."""
+    probes = tuple(probes)
+    if len(probes) == 0:
+        raise InputError("probes: need at least one probe")
+    for i, probe in enumerate(probes):
+        if not isinstance(probe, PlacedProbe):
+            raise InputError(f"probes[{i}]: must be a PlacedProbe, got {type(probe).__name__}")
+    return probes

@@ -12,7 +12,7 @@ import numpy as np
 from planner.errors import InputError
 from planner.thermal.geometry import Cylinder, held_cell_mask, rasterise
 from planner.thermal.grid import NestedGrid, ThermalGrid, uniform_faces, zoned_faces
-from planner.thermal.probes import PlacedProbe
+from planner.thermal.probes import PlacedProbe, placed_probes
 from planner.thermal.properties import TissueProperties
 from planner.thermal.protocol import ProtocolStep, protocol_duration, validate_protocol
 from planner.thermal.result import ThermalResult
@@ -240,12 +240,7 @@ def simulate(
     tissue (the probe's small heat capacity is neglected). Active thaw holds the active
     segment at ``thaw_temperature``, approached with the probe's ``cooldown_time``.
     """
-    probes = list(probes)
-    if len(probes) == 0:
-        raise InputError("probes: need at least one probe")
-    for i, probe in enumerate(probes):
-        if not isinstance(probe, PlacedProbe):
-            raise InputError(f"probes[{i}]: must be a PlacedProbe, got {type(probe).__name__}")
+    probes = list(placed_probes(probes))
     validate_protocol(protocol, len(probes))
     if not properties:
         raise InputError("properties: need at least one tissue entry")

@@ -259,9 +259,14 @@ def conduction_row_bound(axis_coefficients, cell_index: np.ndarray, n_tissues: i
     """
     index = np.asarray(cell_index)
     total = conduction_row_sums(axis_coefficients, index, n_tissues)
+    return _largest_free_row(total.reshape(-1), index.reshape(-1), n_tissues, link_tissue, link_coefficient, link_extra)
+
+
+def _largest_free_row(total, cell_index, n_tissues, link_tissue, link_coefficient, link_extra) -> float:
+    """Add the surface links to the flat row sums ``total`` and return the largest over the free cells."""
     if np.size(link_tissue):
-        np.add.at(total.reshape(-1), link_tissue, link_coefficient * np.maximum(link_extra, 0.0))
-    free = index < n_tissues
+        np.add.at(total, link_tissue, link_coefficient * np.maximum(link_extra, 0.0))
+    free = cell_index < n_tissues
     return float(total[free].max()) if free.any() else 0.0
 
 
@@ -271,15 +276,12 @@ def _nested_row_bound(nested: NestedGrid, axis_coefficients, cell_index: np.ndar
     links between levels counted on both sides."""
     total = np.concatenate([conduction_row_sums(coefficients, view, n_tissues).reshape(-1)
                             for coefficients, view in zip(axis_coefficients, nested.split(cell_index))])
-    if np.size(link_tissue):
-        np.add.at(total, link_tissue, link_coefficient * np.maximum(link_extra, 0.0))
     child, parent, c_child, c_parent, _ = interface
     if child.size:
         weight = _row_weight(cell_index, n_tissues)
         np.add.at(total, child, c_child * weight[parent])
         np.add.at(total, parent, c_parent * weight[child])
-    free = cell_index < n_tissues
-    return float(total[free].max()) if free.any() else 0.0
+    return _largest_free_row(total, cell_index, n_tissues, link_tissue, link_coefficient, link_extra)
 
 
 FACE_NAMES = ("x-", "x+", "y-", "y+", "z-", "z+")
