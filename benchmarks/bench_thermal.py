@@ -16,7 +16,7 @@ the kernel's memory traffic. No asserts: figures for the record.
 protocol, and projects the full solve from the measured rate and the planned work (the step
 plan is computed exactly, without solving); ``--core-margin=MM`` overrides the fine core's
 margin around the probes. ``--layout`` picks the solver grid (``simulate``'s ``layout``; default
-``nested``, the one that meets the targets; plans still get ``rectilinear`` by default).
+``nested``, as for plans).
 """
 
 from __future__ import annotations

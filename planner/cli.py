@@ -181,6 +181,8 @@ def simulate(
     plan: Path = typer.Argument(..., help="Plan file (JSON)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: <plan name>_results next to the plan)."),
     spacing: Optional[float] = typer.Option(None, "--spacing", help="Solver grid spacing in mm (overrides the plan)."),
+    layout: str = typer.Option("nested", "--layout",
+                               help="Solver grid: 'nested' boxes of cells (default, fewer cells) or one 'rectilinear' grid."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Run a plan's freeze protocol and write temperature fields and a summary."""
@@ -196,7 +198,7 @@ def simulate(
     )
     with progress_bar:
         task = progress_bar.add_task("solve", total=1.0)
-        run = run_plan(plan, plan_path=plan, spacing_mm=spacing,
+        run = run_plan(plan, plan_path=plan, spacing_mm=spacing, layout=layout,
                        progress=lambda fraction: progress_bar.update(task, completed=fraction))
     summary = write_outputs(run, out)
     if as_json:

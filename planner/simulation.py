@@ -219,6 +219,7 @@ def run_plan(
     progress: Callable[[float], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     spacing_mm: float | None = None,
+    layout: str = "nested",
 ) -> SimulationRun:
     """Load a plan's inputs, solve its protocol, and return the run.
 
@@ -237,6 +238,9 @@ def run_plan(
     spacing_mm : float, optional
         Solver grid spacing, mm; overrides the plan's ``grid.spacing_mm`` (None: the
         plan's, else the solver's choice from the thinnest probe).
+    layout : {"nested", "rectilinear"}
+        The solver's grid (see :func:`planner.thermal.simulate`): nested boxes of cells
+        (default, about a third of the cells) or one rectilinear grid.
 
     Returns
     -------
@@ -254,6 +258,8 @@ def run_plan(
     plan_path = Path(plan_path) if plan_path is not None else None
     if spacing_mm is not None and not (is_number(spacing_mm) and spacing_mm > 0):
         raise InputError(f"spacing_mm: must be a positive number of mm, got {spacing_mm!r}")
+    if layout not in ("nested", "rectilinear"):
+        raise InputError(f"layout: must be 'nested' or 'rectilinear', got {layout!r}")
 
     source, labels = load_plan_volume(plan, plan_path=plan_path)
     properties, homogeneous_label = plan_tissue_properties(plan)
@@ -276,6 +282,7 @@ def run_plan(
         body_temperature=BODY_TEMPERATURE_C,
         progress=progress,
         cancel=cancel,
+        layout=layout,
     )
     return SimulationRun(
         plan=plan,
@@ -436,6 +443,8 @@ def write_outputs(run: SimulationRun, out_dir) -> dict:
             "cells_xyz": [nx, ny, nz],
             "finest_spacing_mm": float(grid.spacing),
             "uniform": bool(grid.is_uniform),
+            "solver_layout": "nested" if "nested grid" in result.method else "rectilinear",
+            "solver_cells": int(result.history.get("solver_cells", nx * ny * nz)),
             "box_mm": [float(v) for v in (high - low)],
             "origin_lps_mm": [float(v) for v in grid.origin],
             "direction": np.asarray(grid.direction).tolist(),

@@ -141,6 +141,22 @@ def test_simulate_writes_fields_and_a_summary(tmp_path):
     assert text.returncode == 0 and "-20 degC" in text.stdout and "Not for clinical use" in text.stdout
 
 
+def test_simulate_layout_option_picks_the_solver_grid(tmp_path):
+    plan = small_plan(tmp_path, grid={"spacing_mm": 0.5})
+    volumes = {}
+    for layout in ("nested", "rectilinear"):
+        result = run_cli("simulate", str(plan), "--out", str(tmp_path / layout), "--json", "--layout", layout)
+        assert result.returncode == 0, result.stderr
+        summary = json.loads(result.stdout)
+        assert summary["grid"]["solver_layout"] == layout
+        volumes[layout] = {iso["level_c"]: iso["volume_ml"] for iso in summary["snapshots"][-1]["isotherms"]}
+        cells = summary["grid"]["solver_cells"]
+        assert (cells < np.prod(summary["grid"]["cells_xyz"])) == (layout == "nested")
+    for level in (0.0, -20.0, -40.0):
+        assert volumes["nested"][level] == pytest.approx(volumes["rectilinear"][level], rel=0.03)
+    assert_one_line_error(run_cli("simulate", str(plan), "--layout", "octree"), "layout")
+
+
 @pytest.mark.parametrize(
     "changes, fragment",
     [

@@ -241,10 +241,11 @@ def test_non_finite_state_stops_with_a_clear_error(monkeypatch):
 
 
 def test_fine_cells_line_the_probes_and_the_ice_zone_is_coarser_but_as_accurate():
-    """Default grid: the finest cells near the probe, twice as large across the rest of the
-    ice; the ice ball matches a grid fine all through the ice zone."""
+    """Rectilinear grid: the finest cells near the probe, twice as large across the rest of the
+    ice; the ice ball matches a grid fine all through the ice zone. (The nested layout, the
+    default, is checked against both in test_thermal_nested.)"""
     probe = probe_along((0, 0, 1))
-    zoned = run([probe], spacing_mm=0.25, orientation="world")
+    zoned = run([probe], spacing_mm=0.25, orientation="world", layout="rectilinear")
     uniform = run([probe], spacing_mm=0.25, orientation="world", middle_spacing_mm=0.25, stretch_ratio=1.2)
     widths = zoned.grid.widths(0)
     centres = zoned.grid.centres(0)
