@@ -411,75 +411,69 @@ def _flow(k_child, t_child, k_parent, t_parent, share):
 
 
 @njit(cache=True, inline="always")
-def _children_flow(Tc, Kc, cz, cy, cx, u, v, k_parent, t_parent, share):
-    """Flow from one parent into its four children on a box face: the cells ``(cz, cy, cx)``
-    plus ``a`` steps along array axis ``u`` and ``b`` along ``v`` (a, b in 0, 1)."""
-    total = 0.0
-    for a in range(2):
-        for b in range(2):
-            z = cz + a * (u == 0) + b * (v == 0)
-            y = cy + a * (u == 1) + b * (v == 1)
-            x = cx + a * (u == 2) + b * (v == 2)
-            total += _flow(Kc[z, y, x], Tc[z, y, x], k_parent, t_parent, share)
-    return total
+def _four(face, i, j):
+    """Sum of the four child flows ``face[2i:2i+2, 2j:2j+2]`` under one parent."""
+    return face[2 * i, 2 * j] + face[2 * i + 1, 2 * j] + face[2 * i, 2 * j + 1] + face[2 * i + 1, 2 * j + 1]
 
 
 @njit(parallel=True, fastmath=True, error_model="numpy", cache=True)
-def _interface_parents(Tc, Kc, Tp, Kp, Op, box, c_parent, share):
-    """The parents' side of one level boundary: each parent cell beside the child box loses
-    the flow into its four children (one thread per row of parents: no two write a cell)."""
-    x0, x1, y0, y1, z0, z1 = box[0], box[1], box[2], box[3], box[4], box[5]
-    nxp, nyp, nzp = x1 - x0, y1 - y0, z1 - z0
-    for item in prange(4 * nzp + 2 * nyp):
-        if item < 2 * nzp:  # x faces: a row of parents along y, children paired in z and y
-            pz = z0 + item % nzp
-            px, cx = (x0 - 1, 0) if item < nzp else (x1, 2 * nxp - 1)
-            for py in range(y0, y1):
-                flow = _children_flow(Tc, Kc, 2 * (pz - z0), 2 * (py - y0), cx, 0, 1, Kp[pz, py, px], Tp[pz, py, px],
-                                      share)
-                Op[pz, py, px] -= c_parent * flow
-        elif item < 4 * nzp:  # y faces: a row of parents along x, children paired in z and x
-            pz = z0 + (item - 2 * nzp) % nzp
-            py, cy = (y0 - 1, 0) if item - 2 * nzp < nzp else (y1, 2 * nyp - 1)
-            for px in range(x0, x1):
-                flow = _children_flow(Tc, Kc, 2 * (pz - z0), cy, 2 * (px - x0), 0, 2, Kp[pz, py, px], Tp[pz, py, px],
-                                      share)
-                Op[pz, py, px] -= c_parent * flow
-        else:  # z faces: a row of parents along x, children paired in y and x
-            py = y0 + (item - 4 * nzp) % nyp
-            pz, cz = (z0 - 1, 0) if item - 4 * nzp < nyp else (z1, 2 * nzp - 1)
-            for px in range(x0, x1):
-                flow = _children_flow(Tc, Kc, cz, 2 * (py - y0), 2 * (px - x0), 1, 2, Kp[pz, py, px], Tp[pz, py, px],
-                                      share)
-                Op[pz, py, px] -= c_parent * flow
-
-
-@njit(parallel=True, fastmath=True, error_model="numpy", cache=True)
-def _interface_children(Tc, Kc, Oc, Tp, Kp, box, c_child, share):
+def _interface_children(Tc, Kc, Oc, Tp, Kp, box, c_child, share, xm, xp, ym, yp, zm, zp):
     """The children's side of one level boundary: each child cell on the box gains the flow
-    from the parent beside it (one thread per plane of children: no two write a cell)."""
+    from the parent beside it, and the flow is kept per box face (``xm``/``xp``: (nz, ny),
+    ``ym``/``yp``: (nz, nx), ``zm``/``zp``: (ny, nx)) for :func:`_interface_parents`. One
+    thread per plane of children: no two write a cell."""
     x0, x1, y0, y1, z0, z1 = box[0], box[1], box[2], box[3], box[4], box[5]
     nz, ny, nx = Tc.shape
     for cz in prange(nz):
         pz = z0 + cz // 2
         for cy in range(ny):
             py = y0 + cy // 2
-            Oc[cz, cy, 0] += c_child * _flow(Kc[cz, cy, 0], Tc[cz, cy, 0], Kp[pz, py, x0 - 1], Tp[pz, py, x0 - 1], share)
-            Oc[cz, cy, nx - 1] += c_child * _flow(Kc[cz, cy, nx - 1], Tc[cz, cy, nx - 1], Kp[pz, py, x1], Tp[pz, py, x1],
-                                                  share)
+            f = _flow(Kc[cz, cy, 0], Tc[cz, cy, 0], Kp[pz, py, x0 - 1], Tp[pz, py, x0 - 1], share)
+            xm[cz, cy] = f
+            Oc[cz, cy, 0] += c_child * f
+            f = _flow(Kc[cz, cy, nx - 1], Tc[cz, cy, nx - 1], Kp[pz, py, x1], Tp[pz, py, x1], share)
+            xp[cz, cy] = f
+            Oc[cz, cy, nx - 1] += c_child * f
         for cx in range(nx):
             px = x0 + cx // 2
-            Oc[cz, 0, cx] += c_child * _flow(Kc[cz, 0, cx], Tc[cz, 0, cx], Kp[pz, y0 - 1, px], Tp[pz, y0 - 1, px], share)
-            Oc[cz, ny - 1, cx] += c_child * _flow(Kc[cz, ny - 1, cx], Tc[cz, ny - 1, cx], Kp[pz, y1, px], Tp[pz, y1, px],
-                                                  share)
+            f = _flow(Kc[cz, 0, cx], Tc[cz, 0, cx], Kp[pz, y0 - 1, px], Tp[pz, y0 - 1, px], share)
+            ym[cz, cx] = f
+            Oc[cz, 0, cx] += c_child * f
+            f = _flow(Kc[cz, ny - 1, cx], Tc[cz, ny - 1, cx], Kp[pz, y1, px], Tp[pz, y1, px], share)
+            yp[cz, cx] = f
+            Oc[cz, ny - 1, cx] += c_child * f
         if cz == 0 or cz == nz - 1:
             pz = z0 - 1 if cz == 0 else z1
+            face = zm if cz == 0 else zp
             for cy in range(ny):
                 py = y0 + cy // 2
                 for cx in range(nx):
                     px = x0 + cx // 2
-                    Oc[cz, cy, cx] += c_child * _flow(Kc[cz, cy, cx], Tc[cz, cy, cx], Kp[pz, py, px], Tp[pz, py, px],
-                                                      share)
+                    f = _flow(Kc[cz, cy, cx], Tc[cz, cy, cx], Kp[pz, py, px], Tp[pz, py, px], share)
+                    face[cy, cx] = f
+                    Oc[cz, cy, cx] += c_child * f
+
+
+@njit(parallel=True, fastmath=True, error_model="numpy", cache=True)
+def _interface_parents(Op, box, c_parent, xm, xp, ym, yp, zm, zp):
+    """The parents' side of one level boundary: each parent cell beside the child box loses
+    the flow into its four children, summed from the faces :func:`_interface_children` kept
+    (one thread per plane of parents: no two write a cell)."""
+    x0, x1, y0, y1, z0, z1 = box[0], box[1], box[2], box[3], box[4], box[5]
+    for pz in prange(z0 - 1, z1 + 1):
+        if pz == z0 - 1 or pz == z1:
+            face = zm if pz == z0 - 1 else zp
+            for py in range(y0, y1):
+                for px in range(x0, x1):
+                    Op[pz, py, px] -= c_parent * _four(face, py - y0, px - x0)
+            continue
+        i = pz - z0
+        for py in range(y0, y1):
+            Op[pz, py, x0 - 1] -= c_parent * _four(xm, i, py - y0)
+            Op[pz, py, x1] -= c_parent * _four(xp, i, py - y0)
+        for px in range(x0, x1):
+            Op[pz, y0 - 1, px] -= c_parent * _four(ym, i, px - x0)
+            Op[pz, y1, px] -= c_parent * _four(yp, i, px - x0)
 
 
 @njit(cache=True)
@@ -491,7 +485,8 @@ def add_interface_fluxes(T, K, levels, boxes, child_spacing, factor, out):
     covers (row 0 unused); ``child_spacing[l]`` level ``l``'s cell (m). Each boundary cell of
     level ``l`` links to the parent cell beside it, across centres ``d = 1.5 h`` apart (the
     parent cells there are ``2 h`` wide): ``out[child] += factor k_face (T_p - T_c) / (h d)``,
-    and the parent loses the same heat per its volume, ``h^2 / (d 8 h^3)``. Conservative.
+    and the parent loses the same heat per its volume, ``h^2 / (d 8 h^3)``. Conservative: each
+    link's flow is computed once, on the children's side, and the parents sum it.
     """
     real = out.dtype.type
     share = real(1.0 / 3.0)
@@ -501,9 +496,14 @@ def add_interface_fluxes(T, K, levels, boxes, child_spacing, factor, out):
         c_parent = real(factor / (12.0 * h * h))
         Tc, Kc, Oc = _view(T, levels, number), _view(K, levels, number), _view(out, levels, number)
         Tp, Kp, Op = _view(T, levels, number - 1), _view(K, levels, number - 1), _view(out, levels, number - 1)
-        # parents first, then children: a cell can be both (a level's edge cell beside a finer box)
-        _interface_parents(Tc, Kc, Tp, Kp, Op, boxes[number], c_parent, share)
-        _interface_children(Tc, Kc, Oc, Tp, Kp, boxes[number], c_child, share)
+        nz, ny, nx = Tc.shape
+        xm, xp = np.empty((nz, ny), dtype=out.dtype), np.empty((nz, ny), dtype=out.dtype)
+        ym, yp = np.empty((nz, nx), dtype=out.dtype), np.empty((nz, nx), dtype=out.dtype)
+        zm, zp = np.empty((ny, nx), dtype=out.dtype), np.empty((ny, nx), dtype=out.dtype)
+        # children first (they keep the flows), then parents; a cell can be both (a level's
+        # edge cell beside a finer box), and the two passes never run at once
+        _interface_children(Tc, Kc, Oc, Tp, Kp, boxes[number], c_child, share, xm, xp, ym, yp, zm, zp)
+        _interface_parents(Op, boxes[number], c_parent, xm, xp, ym, yp, zm, zp)
 
 
 @njit(cache=True)
