@@ -34,7 +34,8 @@ class ThermalResult:
         ``"time"`` (m,) s and ``"volume_ml"`` {level: (m,) ml}: the volume below each
         threshold after every step, for growth plots (on the solver's own cells: on a nested
         grid it differs slightly from the interpolated fields here); ``"stage_updates"`` and
-        ``"solver_cells"`` count the solver's work.
+        ``"solver_cells"`` count the solver's work, ``"solver_levels"`` its nested levels (1:
+        one rectilinear grid).
     run_time_s : float
         Wall time of the solve, s.
     steps : int

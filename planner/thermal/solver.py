@@ -782,6 +782,7 @@ def _solve(grid, tissue_index, tissues, phases, *, initial_temperature, arterial
             "volume_ml": {float(level): history_v[:, m] for m, level in enumerate(thresholds)},
             "stage_updates": float(stage_updates),
             "solver_cells": int(size),
+            "solver_levels": len(nested.levels),
         },
         run_time_s=_time.perf_counter() - started,
         steps=n_steps,
