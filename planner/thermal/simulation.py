@@ -37,9 +37,9 @@ OUTER_FACTOR = 1.3  # box: this times the single-probe radius cooled by 1 degC
 # its cells from the probe axis, so the first coarse cells are small against their distance
 # from it (2 h / d <= 0.22). Measured with 0.5 mm cells around a 1.5 mm probe, -20 degC
 # volume against a grid fine all through the ice: the jump 6.5 cells from the axis +9 %,
-# 7.5 cells +1 %, 8.5 cells and more within 0.2 %; two 16 G probes at 0.25 mm: the jump at
-# 9.9 cells (the two-radii rule) and 7.9 cells within 0.1 % of 11.9 cells, 5.9 cells -1 %
-# at -40 degC.
+# 7.5 cells +1 %, 8.5 cells and more within 0.2 %; two 16 G probes at 0.25 mm (benchmark
+# (a)): the jump 9.9 cells out (the two-radii rule) within 0.1 % of 11.9 cells, 7.9 cells
+# -1 % at -40 degC.
 NEAR_RADII = 2.0
 NEAR_MIN_MM = 1.5
 NEAR_AXIS_CELLS = 9.0
