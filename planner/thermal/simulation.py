@@ -195,9 +195,9 @@ def simulate(
         lines), world LPS axes, or the label volume's axes.
     fine_margin_mm : float, optional
         Near-probe zone of ``spacing_mm`` cells = the active segments' bounding box grown by
-        the probe radius and this. Default: two probe radii and at least 1.5 mm; for the nested
-        layout also out to at least nine cells from the probe axis, for the rectilinear grid
-        (whose cells grow gradually beyond it) plus two cells.
+        the probe radius and this. Default: two probe radii and at least 1.5 mm; with
+        ``layout="nested"`` (even where it falls back) also out to at least nine cells from the
+        probe axis, with ``"rectilinear"`` (whose cells grow gradually beyond it) plus two cells.
     middle_spacing_mm : float, optional
         Largest cell of the ice zone, mm (default twice ``spacing_mm``; equal to it for a
         uniform ice zone). Cells grow to it by 1.25x per cell beyond the near-probe zone. The
@@ -471,7 +471,7 @@ def _nested_grid(fine_boxes, ice_boxes, outer_boxes, h, anchor, origin, directio
 
     fine, middle, coarse = [], [], []
     for (f_lo, f_hi), (i_lo, i_hi), (o_lo, o_hi) in zip(fine_boxes, ice_boxes, outer_boxes):
-        # outwards to a parent face, so the fine cells reach at least as far as the rectilinear grid's
+        # outwards to a parent face, so the fine cells cover at least the near-probe margin
         f_lo, f_hi = down(f_lo, 2 * h), up(f_hi, 2 * h)
         m_lo = min(nearest(i_lo, 4 * h), down(f_lo - 2 * h, 4 * h))
         m_hi = max(nearest(i_hi, 4 * h), up(f_hi + 2 * h, 4 * h))
