@@ -29,6 +29,7 @@ from planner.export import screenshots, svgplot
 from planner.export.batch import plan_slugs
 from planner.export.settings import resolve_times
 from planner.scene import palette
+from planner.thermal import preview
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_PLANS = REPO / "data" / "plans"
@@ -638,7 +639,7 @@ def _mtimes(out: Path) -> dict:
     return {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.parent != out}
 
 
-def test_bad_plan_is_skipped_and_second_run_skips_finished_work(tmp_path):
+def test_bad_plan_is_skipped_and_second_run_skips_finished_work(tmp_path, monkeypatch):
     plans = tmp_path / "plans"
     plans.mkdir()
     good = tiny_plan(plans / "good.json")
@@ -682,7 +683,10 @@ def test_bad_plan_is_skipped_and_second_run_skips_finished_work(tmp_path):
     assert fourth.outcomes[0].status == "ok"
     assert (out / "good" / "images" / "axial_0030.0s.png").is_file()
     assert not picture.exists()
-    # Other settings are a different export too.
+    # Other settings are a different export too, and so is another solver.
+    assert export_plans([good], out, **(TINY_KW | {"size": "330x240"})).outcomes[0].status == "ok"
+    assert export_plans([good], out, **(TINY_KW | {"size": "330x240"})).outcomes[0].status == "skipped"
+    monkeypatch.setattr(preview, "solver_fingerprint", lambda: "another solver")
     assert export_plans([good], out, **(TINY_KW | {"size": "330x240"})).outcomes[0].status == "ok"
 
 

@@ -50,9 +50,13 @@ class ExportSettings:
     spacing_mm: float | None = None
 
     def fingerprint(self) -> dict:
-        """JSON-ready description, compared by resume (with the layout version)."""
+        """JSON-ready description, compared by resume (with the layout version and the thermal
+        solver's source fingerprint, so outputs of another solver are never taken as current)."""
+        from planner.thermal.preview import solver_fingerprint
+
         return {
             "layout": EXPORT_LAYOUT_VERSION,
+            "solver": solver_fingerprint(),
             "views": list(self.views),
             "times": [t if isinstance(t, str) else float(t) for t in self.times],
             "size": [int(self.size[0]), int(self.size[1])],
