@@ -343,21 +343,18 @@ def simulate(
         faces.append(zoned_faces(f_lo, f_hi, m_lo, m_hi, outer_lo, outer_hi, h, h_middle, middle_ratio=MIDDLE_RATIO,
                                  outer_ratio=stretch_ratio, max_cell=16 * h))
     # The nested layout needs the ice zone at twice the fine spacing (each level halves its
-    # parent's cells) and an ice zone within the box cap.
-    nested = None
+    # parent's cells) and an ice zone within the box cap. Otherwise one rectilinear grid, which
+    # is a nested grid of one level: the solver and the code below take both alike.
     if layout == "nested" and abs(h_middle - 2 * h) < 1e-9 * h and not ice_capped:
         anchor = 0.5 * h if orientation == "probes" else 0.0
-        nested = _nested_grid(fine_boxes, [(lo[a], hi[a]) for a in range(3)], outer_boxes, h, anchor, origin,
-                              direction, stretch_ratio)
-    elif layout == "nested":
-        why = "the ice zone is capped" if ice_capped else f"its ice-zone cell is {h_middle:g} mm, not twice {h:g} mm"
-        notes.append(f"solved on one rectilinear grid: the nested layout does not apply ({why})")
-    grid = ThermalGrid(faces[0], faces[1], faces[2], origin, direction) if nested is None else nested
-    levels = [grid] if nested is None else nested.levels
-    offsets = [0] if nested is None else list(nested.offsets[:-1])
-
-    def flat(per_level):
-        return per_level[0] if nested is None else nested.flatten(per_level)
+        grid = _nested_grid(fine_boxes, [(lo[a], hi[a]) for a in range(3)], outer_boxes, h, anchor, origin,
+                            direction, stretch_ratio)
+    else:
+        if layout == "nested":
+            why = "the ice zone is capped" if ice_capped else f"its ice-zone cell is {h_middle:g} mm, not twice {h:g} mm"
+            notes.append(f"solved on one rectilinear grid: the nested layout does not apply ({why})")
+        grid = NestedGrid([ThermalGrid(faces[0], faces[1], faces[2], origin, direction)])
+    levels, offsets, flat = grid.levels, grid.offsets[:-1], grid.flatten
 
     # ---------------------------------------------------------------- tissue
     label_values = sorted(properties)
