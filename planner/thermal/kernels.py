@@ -159,7 +159,7 @@ def stage(T, K, P, cxm, cxp, ax, cym, cyp, ay, czm, czp, az,
     gt_dt = real(gt_dt)
     # Numba shares the slabs among threads in equal contiguous blocks (static schedule, so a
     # thread the OS holds back delays the whole stage on a busy machine); each slab recomputes
-    # the plane of faces below it (~4 % more work at 16 slabs of 140 planes). A fixed count,
+    # the plane of faces below it (one plane in every nz / SLABS). A fixed count,
     # because reading the thread count here would keep numba from caching the kernel.
     n_slabs = min(nz, SLABS)
     for slab in prange(n_slabs):
@@ -594,7 +594,7 @@ def rkl2_step(H, T, K, P, L0, A, B, tissue, levels, axis_start,
                  solidus, liquidus, h_liquidus, c_frozen, c_unfrozen)
         H[:] = A
         state_flat(H, tissue, solidus, liquidus, h_liquidus, c_frozen, c_unfrozen,
-                     k_frozen, k_unfrozen, k_varies, k_scale, perfusion, metabolic, arterial, T, K, P)
+                   k_frozen, k_unfrozen, k_varies, k_scale, perfusion, metabolic, arterial, T, K, P)
         return
     # L0 = L(Y0) and Y1 = Y0 + mut1 dt L0 in one pass, then the sparse terms on both
     factor = mut[1] * dt
@@ -610,7 +610,7 @@ def rkl2_step(H, T, K, P, L0, A, B, tissue, levels, axis_start,
     before = H
     for j in range(2, stages + 1):
         state_flat(previous, tissue, solidus, liquidus, h_liquidus, c_frozen, c_unfrozen,
-                     k_frozen, k_unfrozen, k_varies, k_scale, perfusion, metabolic, arterial, T, K, P)
+                   k_frozen, k_unfrozen, k_varies, k_scale, perfusion, metabolic, arterial, T, K, P)
         if j == 2:
             out = B
         else:
@@ -626,4 +626,4 @@ def rkl2_step(H, T, K, P, L0, A, B, tissue, levels, axis_start,
         previous = out
     H[:] = previous
     state_flat(H, tissue, solidus, liquidus, h_liquidus, c_frozen, c_unfrozen,
-                 k_frozen, k_unfrozen, k_varies, k_scale, perfusion, metabolic, arterial, T, K, P)
+               k_frozen, k_unfrozen, k_varies, k_scale, perfusion, metabolic, arterial, T, K, P)

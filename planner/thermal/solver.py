@@ -516,9 +516,9 @@ def _solve(grid, tissue_index, tissues, phases, *, initial_temperature, arterial
 
     def update_tk(state):
         kernels.state_flat(state, property_index, tables.solidus, tables.liquidus, tables.h_liquidus,
-                             tables.c_frozen, tables.c_unfrozen, tables.k_frozen, tables.k_unfrozen,
-                             tables.k_varies, tables.k_scale, tables.perfusion, tables.metabolic,
-                             arterial, T, K, P)
+                           tables.c_frozen, tables.c_unfrozen, tables.k_frozen, tables.k_unfrozen,
+                           tables.k_varies, tables.k_scale, tables.perfusion, tables.metabolic,
+                           arterial, T, K, P)
 
     def fill_shafts():
         # inert (shaft) cells pass no heat: their temperature is for display and the field's bounds
@@ -585,11 +585,10 @@ def _solve(grid, tissue_index, tissues, phases, *, initial_temperature, arterial
         t_phase1 = float(phase_ends[phase_number])
         # -------- boundaries of this phase
         index_now = static_index.copy()
-        flat_index = index_now
         held_cells, held_tissue, held_specs = [], [], []
         for boundary in phase.held:
             cells = boundary.region.cells
-            free = flat_index[cells] < 2 * tables.n  # a boundary overrides the outer layer, never an inert cell
+            free = index_now[cells] < 2 * tables.n  # a boundary overrides the outer layer, never an inert cell
             cells = cells[free]
             start = boundary.start_temperature
             if start is None:
@@ -597,7 +596,7 @@ def _solve(grid, tissue_index, tissues, phases, *, initial_temperature, arterial
             held_cells.append(cells)
             held_tissue.append(base_index[cells])
             held_specs.append((boundary.target, boundary.cooldown_time, start, cells.size))
-            flat_index[cells] = base_index[cells] + tables.n
+            index_now[cells] = base_index[cells] + tables.n
         property_index = _property_index(index_now, tables.n)
         held_cells = np.concatenate(held_cells) if held_cells else np.zeros(0, np.int64)
         held_tissue = np.concatenate(held_tissue) if held_tissue else np.zeros(0, np.uint8)
@@ -606,7 +605,7 @@ def _solve(grid, tissue_index, tissues, phases, *, initial_temperature, arterial
         link_held = np.concatenate([r.link_held for r in link_parts]) if link_parts else np.zeros(0, np.int64)
         link_coef = np.concatenate([r.link_coefficient for r in link_parts]) if link_parts else np.zeros(0)
         link_extra = np.concatenate([r.link_scale for r in link_parts]) - 1.0 if link_parts else np.zeros(0)
-        keep = flat_index[link_tissue] < tables.n if link_tissue.size else np.zeros(0, bool)
+        keep = index_now[link_tissue] < tables.n if link_tissue.size else np.zeros(0, bool)
         link_tissue, link_held, link_coef, link_extra = link_tissue[keep], link_held[keep], link_coef[keep], link_extra[keep]
         src_cells, src_q, src_g, src_ref = [], [], [], []
         for source in phase.sources:
@@ -666,7 +665,7 @@ def _solve(grid, tissue_index, tissues, phases, *, initial_temperature, arterial
         group_start = np.array([spec[2] for spec in held_specs], dtype=np.float64)
         held_tissue = held_tissue.astype(np.int64)
 
-        kernels.set_held(H.reshape(-1), held_cells, held_tissue, held_group, group_target, group_tau, group_start,
+        kernels.set_held(H, held_cells, held_tissue, held_group, group_target, group_tau, group_start,
                          0.0, tables.solidus, tables.liquidus, tables.h_liquidus, tables.c_frozen, tables.c_unfrozen)
         update_tk(H)
         fill_shafts()
